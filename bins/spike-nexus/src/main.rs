@@ -1,0 +1,82 @@
+//! `spike-nexus`: the secret store. Thin: parses flags (each falling back to SPIKE's
+//! environment variable) and calls `spike_server::nexus::run`.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use spike_server::nexus::{NexusArgs, NexusConfig};
+
+/// SPIKE Nexus: secrets, policies and encryption as a service over SPIFFE mTLS.
+#[derive(Debug, Parser)]
+#[command(name = "spike-nexus", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    nexus: NexusArgs,
+    /// Log level: debug, info, warn or error.
+    #[arg(long, env = "SPIKE_SYSTEM_LOG_LEVEL", global = true)]
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Checks that no line of an audit log was removed, reordered or edited.
+    Verify {
+        /// The audit log file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    spike_server::logging::init(cli.log_level.as_deref());
+    match cli.command {
+        Some(Command::Audit { command: AuditCommand::Verify { file } }) => {
+            match spike_server::audit::verify_file(&file) {
+                Ok(report) => {
+                    println!("ok: {} lines, chain head {}", report.lines, report.head);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("spike-nexus: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        None => {
+            let config = match NexusConfig::try_from(cli.nexus) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("spike-nexus: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("spike-nexus: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(spike_server::nexus::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("spike-nexus: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! mTLS by SPIFFE ID (X509-SVID spec §5): peers are authenticated by a chain to their trust
+//! domain's bundle and identified by the one `spiffe://` URI SAN of their leaf — never by DNS
+//! names. The same [`SvidVerifier`] checks servers (in [`mtls_client`] configs) and clients
+//! (in `spike_server::tls` configs), so both directions enforce identical rules.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), spike_client::Error> {
+//! use spike_client::identity::IdentitySource;
+//! use spike_client::tls::mtls_client;
+//!
+//! let source = IdentitySource::from_env().await?;
+//! let nexus = "spiffe://spike.ist/spike/nexus".parse().expect("valid SPIFFE ID");
+//! let config = mtls_client(source, nexus).alpn_protocols([b"h2".to_vec()]).build()?;
+//! # let _ = config; Ok(()) }
+//! ```
+//!
+//! Session resumption is off on both sides: every connection presents and verifies a current
+//! SVID, so a rotated-out or revoked peer cannot ride on an old ticket.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use rustls::DigitallySignedStruct;
+use rustls::SignatureScheme;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
+use spiffe::{SpiffeId, TrustDomain};
+use x509_parser::extensions::GeneralName;
+
+use crate::error::{Error, Result, SvidRejection};
+use crate::identity::IdentitySource;
+
+/// The one crypto provider spike-rs uses: rustls' ring provider (never aws-lc-rs).
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+}
+
+/// Which side of the handshake the verified peer is, selecting the extended key usage its
+/// leaf must allow (when it lists any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// The peer is a TLS server (EKU serverAuth).
+    Server,
+    /// The peer is a TLS client (EKU clientAuth).
+    Client,
+}
+
+/// Reads the SPIFFE ID of an X509-SVID leaf: exactly one URI SAN, a valid `spiffe://` ID with
+/// a path. Does not verify the chain — use [`SvidVerifier`] for that.
+pub fn spiffe_id_from_leaf(leaf: &CertificateDer<'_>) -> Result<SpiffeId, SvidRejection> {
+    let cert = parse(leaf)?;
+    spiffe_id_of(&cert)
+}
+
+fn parse<'a>(
+    der: &'a CertificateDer<'_>,
+) -> Result<x509_parser::certificate::X509Certificate<'a>, SvidRejection> {
+    match x509_parser::parse_x509_certificate(der.as_ref()) {
+        Ok(([], cert)) => Ok(cert),
+        Ok(_) => Err(SvidRejection::Malformed("trailing bytes after the certificate".into())),
+        Err(e) => Err(SvidRejection::Malformed(e.to_string())),
+    }
+}
+
+fn spiffe_id_of(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> Result<SpiffeId, SvidRejection> {
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| SvidRejection::Malformed(format!("subjectAltName: {e}")))?;
+    let uris: Vec<&str> = san
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::URI(uri) => Some(*uri),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let uri = match uris.as_slice() {
+        [] => return Err(SvidRejection::NoUriSan),
+        [one] => *one,
+        many => return Err(SvidRejection::MultipleUriSans(many.len())),
+    };
+    // The scheme is case-insensitive in URIs but SPIFFE IDs must use lower case (SPIFFE-ID §2;
+    // go-spiffe's `FromString` compares the prefix exactly), so `SPIFFE://` is not an SVID.
+    if !uri.starts_with("spiffe://") {
+        return Err(SvidRejection::NotSpiffeUri(uri.into()));
+    }
+    let id = SpiffeId::new(uri)
+        .map_err(|e| SvidRejection::InvalidSpiffeId { uri: uri.into(), reason: e.to_string() })?;
+    // The identity is the SAN exactly as signed: the spiffe crate lower-cases the trust domain,
+    // which go-spiffe refuses, so `spiffe://SPIKE.IST/...` must not pass as spike.ist (found by
+    // fuzz/fuzz_targets/spiffe_authz.rs).
+    if id.to_string() != uri {
+        return Err(SvidRejection::InvalidSpiffeId {
+            uri: uri.into(),
+            reason: "not in canonical form (the trust domain must be lower case)".into(),
+        });
+    }
+    if id.path().is_empty() {
+        return Err(SvidRejection::NoPath(id.to_string()));
+    }
+    Ok(id)
+}
+
+/// X509-SVID §4.1 and §4.3: a leaf is not a CA, cannot sign certificates or CRLs, and can sign
+/// handshakes.
+fn check_leaf_constraints(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> Result<(), SvidRejection> {
+    let bad = |e: x509_parser::error::X509Error| SvidRejection::Malformed(e.to_string());
+    match cert.basic_constraints().map_err(bad)? {
+        None => return Err(SvidRejection::MissingBasicConstraints),
+        Some(bc) if bc.value.ca => return Err(SvidRejection::LeafIsCa),
+        Some(_) => {}
+    }
+    match cert.key_usage().map_err(bad)? {
+        None => Err(SvidRejection::NoDigitalSignature),
+        Some(ku) if ku.value.key_cert_sign() || ku.value.crl_sign() => {
+            Err(SvidRejection::LeafCanSign)
+        }
+        Some(ku) if !ku.value.digital_signature() => Err(SvidRejection::NoDigitalSignature),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Verifies a peer's X509-SVID against the bundles of an [`IdentitySource`] and decides
+/// whether its SPIFFE ID is acceptable.
+#[derive(Clone)]
+pub struct SvidVerifier {
+    source: IdentitySource,
+    peer: PeerRole,
+    trust_domains: Option<Vec<TrustDomain>>,
+    expected_ids: Option<Vec<SpiffeId>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl SvidVerifier {
+    /// A verifier for peers playing `peer`, accepting any SPIFFE ID of our own trust domain.
+    pub fn new(source: IdentitySource, peer: PeerRole) -> Self {
+        Self { source, peer, trust_domains: None, expected_ids: None, provider: crypto_provider() }
+    }
+
+    /// Accepts peers of these trust domains instead of only our own (federation); each still
+    /// needs a bundle in the source.
+    pub fn with_trust_domains(
+        mut self,
+        trust_domains: impl IntoIterator<Item = TrustDomain>,
+    ) -> Self {
+        self.trust_domains = Some(trust_domains.into_iter().collect());
+        self
+    }
+
+    /// Accepts only these SPIFFE IDs (exact match, after the chain verifies).
+    pub fn with_expected_ids(mut self, ids: impl IntoIterator<Item = SpiffeId>) -> Self {
+        self.expected_ids = Some(ids.into_iter().collect());
+        self
+    }
+
+    /// The identity source whose bundles anchor verification.
+    pub fn source(&self) -> &IdentitySource {
+        &self.source
+    }
+
+    /// Checks `end_entity` (+ `intermediates`) at time `now` and returns the peer's SPIFFE ID.
+    pub fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<SpiffeId> {
+        let cert = parse(end_entity)?;
+        let id = spiffe_id_of(&cert)?;
+        check_leaf_constraints(&cert)?;
+
+        let validity = cert.validity();
+        let now_secs = now.as_secs();
+        let (not_before, not_after) =
+            (validity.not_before.timestamp(), validity.not_after.timestamp());
+        if i128::from(now_secs) < i128::from(not_before) {
+            return Err(SvidRejection::NotYetValid { not_before, now: now_secs }.into());
+        }
+        if i128::from(now_secs) > i128::from(not_after) {
+            return Err(SvidRejection::Expired { not_after, now: now_secs }.into());
+        }
+
+        let identity = self.source.current()?;
+        let td = id.trust_domain();
+        let allowed = match &self.trust_domains {
+            Some(list) => list.contains(td),
+            None => td == identity.trust_domain(),
+        };
+        if !allowed {
+            return Err(SvidRejection::ForeignTrustDomain(td.to_string()).into());
+        }
+        let anchors =
+            identity.trust_anchors(td).ok_or_else(|| SvidRejection::NoBundle(td.to_string()))?;
+
+        let untrusted =
+            |reason: String| SvidRejection::UntrustedChain { trust_domain: td.to_string(), reason };
+        let ee =
+            webpki::EndEntityCert::try_from(end_entity).map_err(|e| untrusted(e.to_string()))?;
+        let usage = match self.peer {
+            PeerRole::Server => webpki::KeyUsage::server_auth(),
+            PeerRole::Client => webpki::KeyUsage::client_auth(),
+        };
+        ee.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            anchors,
+            intermediates,
+            now,
+            usage,
+            None,
+            None,
+        )
+        .map_err(|e| untrusted(e.to_string()))?;
+
+        if let Some(expected) = &self.expected_ids
+            && !expected.contains(&id)
+        {
+            let expected = expected.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
+            return Err(SvidRejection::UnexpectedId { actual: id.to_string(), expected }.into());
+        }
+        Ok(id)
+    }
+
+    fn verify_for_rustls(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<SpiffeId, rustls::Error> {
+        self.verify(end_entity, intermediates, now).map_err(|e| match e {
+            Error::PeerRejected(rejection) => {
+                tracing::debug!(error = %rejection, "rejected peer X509-SVID");
+                rejection.into_rustls()
+            }
+            other => rustls::Error::General(other.to_string()),
+        })
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl fmt::Debug for SvidVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SvidVerifier")
+            .field("source", &self.source)
+            .field("peer", &self.peer)
+            .field("trust_domains", &self.trust_domains)
+            .field("expected_ids", &self.expected_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A rustls server-certificate verifier (for clients) that authenticates by SPIFFE ID; the
+/// TLS server name is used for SNI only and never for authentication.
+#[derive(Debug, Clone)]
+pub struct SpiffeServerVerifier(pub SvidVerifier);
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0.verify_for_rustls(end_entity, intermediates, now)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.schemes()
+    }
+}
+
+/// A rustls client-certificate verifier (for servers) that requires an X509-SVID.
+#[derive(Debug, Clone)]
+pub struct SpiffeClientVerifier(pub SvidVerifier);
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // No hints: a workload holds exactly one SVID to offer.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0.verify_for_rustls(end_entity, intermediates, now)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.schemes()
+    }
+}
+
+/// Presents the source's current SVID in every handshake, as client or server.
+#[derive(Debug, Clone)]
+pub struct SvidResolver(pub IdentitySource);
+
+impl SvidResolver {
+    fn certified_key(&self) -> Option<Arc<CertifiedKey>> {
+        match self.0.current() {
+            Ok(identity) => Some(Arc::clone(identity.certified_key())),
+            Err(e) => {
+                tracing::warn!(error = %e, "no X509-SVID to present in a TLS handshake");
+                None
+            }
+        }
+    }
+}
+
+impl rustls::client::ResolvesClientCert for SvidResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.certified_key()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SvidResolver {
+    fn resolve(&self, _client_hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.certified_key()
+    }
+}
+
+/// Starts a client config that presents the source's SVID and accepts only a server whose
+/// SPIFFE ID is `server_id` (e.g. `spiffe://spike.ist/spike/nexus`).
+pub fn mtls_client(source: IdentitySource, server_id: SpiffeId) -> ClientConfigBuilder {
+    ClientConfigBuilder { source, expected: vec![server_id], alpn: Vec::new() }
+}
+
+/// Builds a rustls `ClientConfig` for mTLS by SPIFFE ID; see [`mtls_client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfigBuilder {
+    source: IdentitySource,
+    expected: Vec<SpiffeId>,
+    alpn: Vec<Vec<u8>>,
+}
+
+impl ClientConfigBuilder {
+    /// Also accepts a server with this SPIFFE ID (e.g. during a migration).
+    pub fn also_accept(mut self, server_id: SpiffeId) -> Self {
+        self.expected.push(server_id);
+        self
+    }
+
+    /// ALPN protocols to offer, most preferred first (e.g. `h2`, `http/1.1`).
+    pub fn alpn_protocols(mut self, protocols: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        self.alpn = protocols.into_iter().collect();
+        self
+    }
+
+    /// Builds the config; fails now if the source has no usable identity.
+    pub fn build(self) -> Result<rustls::ClientConfig> {
+        self.source.current()?;
+        // Trust exactly the trust domains of the servers we expect, whose bundles the source
+        // must hold (its own, or federated ones).
+        let mut tds: Vec<TrustDomain> = Vec::new();
+        for id in &self.expected {
+            if !tds.contains(id.trust_domain()) {
+                tds.push(id.trust_domain().clone());
+            }
+        }
+        let verifier = SvidVerifier::new(self.source.clone(), PeerRole::Server)
+            .with_trust_domains(tds)
+            .with_expected_ids(self.expected);
+        let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier(verifier)))
+            .with_client_cert_resolver(Arc::new(SvidResolver(self.source)));
+        config.alpn_protocols = self.alpn;
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(config)
+    }
+}

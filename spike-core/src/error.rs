@@ -1,0 +1,269 @@
+//! The crate's error type: one `Error` with a sub-enum per concern, each variant saying what
+//! failed and what to do. No variant ever carries secret material.
+
+use thiserror::Error;
+
+/// Any error from `spike-core`.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A secret path or policy name was rejected.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// Encryption, decryption or key handling failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// Splitting or recombining the root key failed.
+    #[error(transparent)]
+    Shamir(#[from] ShamirError),
+    /// A policy was invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The storage layer failed or refused an operation.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Secret values could not be decoded.
+    #[error(transparent)]
+    SecretValues(#[from] SecretValuesError),
+}
+
+/// Why a secret path or policy name was rejected.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The input was empty.
+    #[error("{what} is empty; give a name like \"app/db/password\"")]
+    Empty {
+        /// "secret path" or "policy name".
+        what: &'static str,
+    },
+    /// The input was longer than allowed.
+    #[error("{what} is {len} bytes long; the limit is {max} bytes")]
+    TooLong {
+        /// "secret path" or "policy name".
+        what: &'static str,
+        /// Actual length.
+        len: usize,
+        /// Maximum length.
+        max: usize,
+    },
+    /// The input had a structural problem (leading `/`, `//`, `.`, `..`, control characters...).
+    #[error("{what} {input:?} is invalid: {reason}")]
+    Invalid {
+        /// "secret path" or "policy name".
+        what: &'static str,
+        /// The rejected input (a name, never a secret value), truncated for display.
+        input: String,
+        /// What is wrong and how to fix it.
+        reason: &'static str,
+    },
+    /// The path lies under a prefix reserved for spike-rs itself.
+    #[error("secret path {input:?} is under the reserved prefix {prefix:?}; choose another path")]
+    Reserved {
+        /// The rejected path.
+        input: String,
+        /// The reserved prefix it starts with.
+        prefix: &'static str,
+    },
+}
+
+/// Why an encryption, decryption or key operation failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// The OS random number generator failed.
+    #[error("the operating system's random number generator failed: {0}")]
+    Rng(String),
+    /// A record did not authenticate: wrong key, wrong path/version binding, or tampering.
+    #[error(
+        "record failed authentication: it was tampered with, moved to another path or version, \
+         or sealed under a different key"
+    )]
+    Integrity,
+    /// A record was structurally malformed (too short, unknown format byte, ...).
+    #[error("record is malformed: {0}")]
+    Malformed(&'static str),
+    /// A record names a keyring term this keyring does not hold.
+    #[error("record was sealed under keyring term {0}, which this keyring does not hold")]
+    UnknownTerm(u32),
+    /// A keyring term has sealed as many records as is safe with random nonces.
+    #[error("keyring term {term} reached its encryption limit; rotate the keyring")]
+    TermExhausted {
+        /// The exhausted term.
+        term: u32,
+    },
+    /// The root key does not match the key check value stored with the data.
+    #[error(
+        "the root key does not match this data store's key check value; \
+         refusing to use it (wrong shards or a different deployment's key?)"
+    )]
+    WrongRootKey,
+}
+
+/// Why a Shamir split or recombination failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShamirError {
+    /// The threshold/share-count combination is not allowed.
+    #[error("invalid Shamir parameters (threshold {threshold}, shares {shares}): {reason}")]
+    InvalidParameters {
+        /// Requested threshold `t`.
+        threshold: usize,
+        /// Requested share count `n`.
+        shares: usize,
+        /// What is wrong and what is allowed.
+        reason: &'static str,
+    },
+    /// A share had index 0, which would be the secret itself.
+    #[error("share index 0 is invalid; share indices are 1-based")]
+    ZeroIndex,
+    /// Two shares had the same index.
+    #[error("share index {0} was given twice; each share must come from a different Keeper")]
+    DuplicateIndex(u8),
+    /// Shares had different lengths.
+    #[error("shares have mixed lengths ({first} and {other} bytes); all shares must be 32 bytes")]
+    MixedLength {
+        /// Length of the first share.
+        first: usize,
+        /// Length of a differing share.
+        other: usize,
+    },
+    /// Shares all had the same length, but not 32 bytes.
+    #[error("share {index} is {len} bytes long; Keeper shares are exactly 32 bytes")]
+    BadLength {
+        /// Index of the first share.
+        index: u8,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A share's bytes are not a valid P-256 scalar.
+    #[error(
+        "share {0} is not a valid P-256 scalar (it is not below the group order); \
+         the share is corrupted or not a spike Keeper share"
+    )]
+    InvalidShare(u8),
+    /// The root key is not a non-zero P-256 scalar, so it cannot be split.
+    #[error(
+        "the root key is not a valid P-256 scalar (it is zero or not below the group order) \
+         and cannot be split; make root keys with shamir::generate_root_key"
+    )]
+    KeyOutOfRange,
+    /// Fewer shares than the threshold were given.
+    #[error("need {threshold} shares to recover the root key, got {got}")]
+    NotEnoughShares {
+        /// Shares required.
+        threshold: usize,
+        /// Shares given.
+        got: usize,
+    },
+    /// The shares recombined to a key that fails the key check value.
+    #[error(
+        "the shares do not recombine to the expected root key (key check value mismatch); \
+         at least one share is wrong or from another deployment"
+    )]
+    CheckFailed,
+    /// The underlying secret-sharing library failed.
+    #[error("secret sharing failed: {0}")]
+    Library(String),
+}
+
+/// Why a policy was rejected.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A pattern failed to compile as a regular expression.
+    #[error("{field} {pattern:?} is not a valid regular expression: {reason}")]
+    BadPattern {
+        /// "spiffeidPattern" or "pathPattern".
+        field: &'static str,
+        /// The rejected pattern.
+        pattern: String,
+        /// The compiler's explanation.
+        reason: String,
+    },
+    /// A pattern would match everything without saying so explicitly.
+    #[error("{field} {pattern:?} matches everything; write \".*\" explicitly if that is intended")]
+    MatchesEverything {
+        /// "spiffeidPattern" or "pathPattern".
+        field: &'static str,
+        /// The rejected pattern.
+        pattern: String,
+    },
+    /// A permission name was not one of SPIKE's.
+    #[error("unknown permission {0:?}; use read, write, list, execute or super")]
+    UnknownPermission(String),
+    /// The policy grants no permissions.
+    #[error("a policy needs at least one permission (read, write, list, execute, super)")]
+    NoPermissions,
+    /// The policy name was rejected by [`crate::path::validate_policy_name`].
+    #[error(transparent)]
+    Name(PathError),
+    /// A fresh policy id could not be generated (the OS random number generator failed).
+    #[error("could not generate a policy id: {0}")]
+    IdGeneration(CryptoError),
+    /// A field was invalid for another reason.
+    #[error("policy field {field} is invalid: {reason}")]
+    Invalid {
+        /// The field name.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a storage operation failed or was refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, closed database).
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    /// No secret exists at the path (or the chosen version does not exist / was destroyed).
+    #[error("no secret at that path and version")]
+    NotFound,
+    /// The chosen version is soft-deleted; undelete it first.
+    #[error("that version is deleted; undelete it first")]
+    Deleted,
+    /// A check-and-set write saw a different current version.
+    #[error("check-and-set failed: expected current version {expected}, found {actual}")]
+    CasMismatch {
+        /// The version the caller expected.
+        expected: u64,
+        /// The version actually current (0 if the secret does not exist).
+        actual: u64,
+    },
+    /// A stored record could not be decrypted or decoded.
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(#[from] CryptoError),
+    /// The request was invalid (e.g. empty values, version 0).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A record could not be encrypted for storage (RNG failure, or the keyring term is used
+    /// up); nothing was written.
+    #[error("could not encrypt a record for storage: {0}")]
+    Seal(CryptoError),
+    /// Concurrent writers kept changing the same record; nothing was written.
+    #[error(
+        "the record kept changing under concurrent writers ({attempts} attempts); nothing was \
+         written, retry the request"
+    )]
+    Contention {
+        /// How many times the write was attempted.
+        attempts: u32,
+    },
+}
+
+/// Why secret values could not be decoded.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretValuesError {
+    /// The bytes were not a JSON object of strings. The position is given; the input is not
+    /// echoed, since it may be a secret.
+    #[error("secret values are not a JSON object of strings (line {line}, column {column})")]
+    Malformed {
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+    },
+}

@@ -1,0 +1,181 @@
+//! Storage: a ciphertext-only [`Backend`] and the sealed records kept in it.
+//!
+//! ```text
+//!   Vault::open(backend, &root_key)      verifies the key check, unwraps the keyring
+//!     ├── SecretStore   versions, delete/undelete/destroy, CAS, metadata   (versioned.rs)
+//!     ├── PolicyStore   opaque policy bytes by id                          (policies.rs)
+//!     └── Arc<dyn Backend>  MemoryBackend | SledBackend | (PostgreSQL)      (backend.rs, ...)
+//! ```
+//!
+//! Every value a backend holds is an AEAD envelope from the [`Keyring`]
+//! whose associated data names the record's kind, path and version, so a backend that swaps,
+//! moves, replays across paths or flips bytes produces [`StoreError::Corrupt`], never a wrong
+//! secret. Key *names* are not secret: they are the secret paths and policy ids themselves.
+//!
+//! # Key layout
+//!
+//! | key | record | AAD (kind, path, version) |
+//! |---|---|---|
+//! | `s/<path>/m` | a secret's metadata | `SecretMetadata`, path, 0 |
+//! | `s/<path>/v/<version, 20 digits>` | one version's values | `SecretVersion`, path, version |
+//! | `p/<id>` | a policy | `Policy`, id, 0 |
+//! | `sys/keyring` | the keyring wrapped under the root key | (see `Keyring::wrap`) |
+//! | `sys/kcv` | key check value: HMAC of a label under the root key | not encrypted |
+//!
+//! Secret keys are parsed from the end (`/m`, or `/v/` plus exactly 20 digits), so the mapping
+//! from (path, record) to key is injective even though paths contain `/`. Versions are
+//! zero-padded so that keys sort in version order.
+//!
+//! [`Backend`]: backend::Backend
+
+pub mod backend;
+pub mod memory;
+pub mod policies;
+#[cfg(feature = "sled")]
+pub mod sled;
+pub mod vault;
+pub mod versioned;
+
+use std::sync::{Arc, RwLock};
+
+pub use backend::{Backend, Batch, Commit};
+pub use memory::MemoryBackend;
+pub use policies::PolicyStore;
+#[cfg(feature = "sled")]
+pub use sled::SledBackend;
+pub use vault::{ReencryptReport, Vault, open_keyring, stored_key_check_value};
+pub use versioned::{
+    Clock, ManualClock, PutOptions, SecretMetadata, SecretStore, SecretStoreConfig, SystemClock,
+    VersionMetadata,
+};
+
+use crate::crypto::{Keyring, RecordKind};
+use crate::error::StoreError;
+
+/// The backend key names (see the table in the [module docs](self)), public so tools and tests
+/// can find a record's ciphertext.
+pub mod keys {
+    use crate::crypto::RecordKind;
+
+    /// Prefix of every secret record.
+    pub const SECRETS: &str = "s/";
+    /// Prefix of every policy record.
+    pub const POLICIES: &str = "p/";
+    /// The wrapped keyring.
+    pub const KEYRING: &str = "sys/keyring";
+    /// The root key's key check value.
+    pub const KEY_CHECK: &str = "sys/kcv";
+
+    const META_SUFFIX: &str = "/m";
+    const VERSION_INFIX: &str = "/v/";
+    const VERSION_DIGITS: usize = 20;
+
+    /// Key of the metadata record of the secret at `path`.
+    pub fn metadata(path: &str) -> String {
+        format!("{SECRETS}{path}{META_SUFFIX}")
+    }
+
+    /// Key of version `version` of the secret at `path`.
+    pub fn version(path: &str, version: u64) -> String {
+        // u64::MAX has 20 decimal digits, so every version pads to the same width.
+        format!("{SECRETS}{path}{VERSION_INFIX}{version:020}")
+    }
+
+    /// Key of the policy with id `id`.
+    pub fn policy(id: &str) -> String {
+        format!("{POLICIES}{id}")
+    }
+
+    /// The secret path a metadata key belongs to, if `key` is one.
+    pub fn metadata_path(key: &str) -> Option<&str> {
+        key.strip_prefix(SECRETS)?.strip_suffix(META_SUFFIX).filter(|p| !p.is_empty())
+    }
+
+    /// What an encrypted record under `key` must authenticate as: its kind, path (or id) and
+    /// version. `None` for keys outside the layout and for the keyring and key check records.
+    pub fn record_binding(key: &str) -> Option<(RecordKind, &str, u64)> {
+        if let Some(id) = key.strip_prefix(POLICIES) {
+            return (!id.is_empty()).then_some((RecordKind::Policy, id, 0));
+        }
+        if let Some(path) = metadata_path(key) {
+            return Some((RecordKind::SecretMetadata, path, 0));
+        }
+        let rest = key.strip_prefix(SECRETS)?;
+        let split = rest.len().checked_sub(VERSION_DIGITS + VERSION_INFIX.len())?;
+        let (path, tail) = (rest.get(..split)?, rest.get(split..)?);
+        let digits = tail.strip_prefix(VERSION_INFIX)?;
+        if path.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some((RecordKind::SecretVersion, path, digits.parse().ok()?))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn keys_round_trip_through_their_bindings() {
+            for path in ["a", "a/m", "a/v/00000000000000000001", "x/y/z"] {
+                let m = metadata(path);
+                assert_eq!(record_binding(&m), Some((RecordKind::SecretMetadata, path, 0)));
+                for v in [1, 42, u64::MAX] {
+                    let k = version(path, v);
+                    assert_eq!(record_binding(&k), Some((RecordKind::SecretVersion, path, v)));
+                }
+            }
+            assert_eq!(record_binding("p/abc"), Some((RecordKind::Policy, "abc", 0)));
+            for junk in ["s/", "s//m", "s/a", "s/a/v/1", "p/", KEYRING, KEY_CHECK, "zz"] {
+                assert_eq!(record_binding(junk), None, "{junk}");
+            }
+            assert!(version("a", 9) < version("a", 10));
+        }
+    }
+}
+
+/// The keyring in use, shared by the stores of one [`Vault`] and swapped whole on rotation.
+///
+/// Rotation builds a *new* keyring (all old terms plus a fresh one), persists it, and only then
+/// swaps it in here. Rotating the live keyring in place instead would let other threads seal
+/// under a term that a crash could still lose with the unpersisted keyring.
+#[derive(Debug, Clone)]
+pub struct SharedKeyring(Arc<RwLock<Arc<Keyring>>>);
+
+impl SharedKeyring {
+    /// Shares `keyring`.
+    pub fn new(keyring: Arc<Keyring>) -> Self {
+        Self(Arc::new(RwLock::new(keyring)))
+    }
+
+    /// The keyring to use for one operation.
+    pub fn current(&self) -> Arc<Keyring> {
+        // The slot only ever holds a complete Arc; poisoning cannot leave it half-written.
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn replace(&self, keyring: Arc<Keyring>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = keyring;
+    }
+}
+
+/// Opens a sealed record, mapping every failure to [`StoreError::Corrupt`].
+fn open_record(
+    keyring: &Keyring,
+    kind: RecordKind,
+    path: &str,
+    version: u64,
+    record: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+    keyring.open(&crate::crypto::Aad::new(kind, path, version), record).map_err(StoreError::Corrupt)
+}
+
+/// Seals a record for `kind`, `path`, `version`.
+fn seal_record(
+    keyring: &Keyring,
+    kind: RecordKind,
+    path: &str,
+    version: u64,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    keyring.seal(&crate::crypto::Aad::new(kind, path, version), plaintext).map_err(StoreError::Seal)
+}

@@ -1,0 +1,787 @@
+//! Versioned secrets over a [`Backend`]: SPIKE's key-value model, sealed record by record.
+//!
+//! A secret at a path is a metadata record plus one record per stored version, each an AEAD
+//! envelope bound to (kind, path, version) (see [the key layout](super)). Every write is one
+//! atomic [`Batch`] guarded by a compare-and-swap on the metadata record's ciphertext, retried
+//! a bounded number of times, so concurrent writers to a path (threads, or Nexus replicas
+//! sharing a backend) never reuse or lose a version. The compare-and-swap is what makes this
+//! correct; in addition, writers in one process queue on a per-path lock (64 stripes, keyed by
+//! a per-process random hash), so they do not burn their attempts racing each other and the
+//! retry loop only has to absorb other processes.
+//!
+//! # Semantics (SPIKE Nexus's, with the divergences marked)
+//!
+//! - **put** writes version `latest + 1` and makes it current. Version numbers are never
+//!   reused, even after deletes or destroys (SPIKE can re-issue the number of a deleted
+//!   version; we do not, so a stale ciphertext can never pass for a newer version).
+//! - **current version** is the highest version that is stored and not soft-deleted (0 if none);
+//!   **oldest version** the lowest such version (0 if none); **latest version** (an
+//!   extension) the highest version ever written, which is what check-and-set compares.
+//! - **get** with no version (or version 0) reads the current version. A version that never
+//!   existed, was pruned or destroyed, or a secret with no current version gives
+//!   [`StoreError::NotFound`]; a soft-deleted version gives [`StoreError::Deleted`] (SPIKE
+//!   answers "not found" for both; servers map them to the same response).
+//! - **delete** soft-deletes versions (empty list or `0` = the current version), keeping the
+//!   first deletion time. **undelete** restores them (empty list or `0` = the highest deleted
+//!   version; SPIKE picks the current version, which is never deleted, so its empty undelete
+//!   restores nothing unless every version is deleted). Both return the versions they changed;
+//!   an empty result means nothing changed (SPIKE Nexus answers "not found" then).
+//! - **destroy** (extension) permanently removes versions' ciphertext (empty list or `0` = the
+//!   current version); **destroy_all** removes the secret entirely (SPIKE's `Destroy`).
+//! - **pruning**: after a put, while more than `max_versions` versions are stored, the oldest
+//!   is destroyed (deleted or not), like SPIKE Nexus. `max_versions` is the store setting at
+//!   the time of the last put (default 10, `SPIKE_NEXUS_MAX_SECRET_VERSIONS`).
+//! - **check-and-set** (extension): `PutOptions::cas(n)` writes only if the latest version is
+//!   `n`; `cas(0)` only if the secret does not exist. Comparing the monotonic latest version
+//!   rather than the current one means a delete-then-put cannot make an old `n` match again.
+//! - **list** returns every path that has a metadata record, sorted, including secrets whose
+//!   versions are all deleted or destroyed (as SPIKE lists every stored path). Each metadata
+//!   record is authenticated first, so a backend cannot inject names.
+//! - **custom metadata** (extension): a non-secret `map<string,string>` set by a put (replacing
+//!   the previous map) and returned with the metadata; a put without it keeps the old map.
+//!
+//! Each version record also carries a random 16-byte *instance* id from the secret's metadata,
+//! so after `destroy_all` and a re-create, a saved ciphertext of the old secret's version `n`
+//! does not open as the new secret's version `n`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::backend::{Backend, Batch, Commit};
+use super::{SharedKeyring, keys, open_record, seal_record};
+use crate::crypto::{Keyring, RecordKind};
+use crate::error::{CryptoError, StoreError};
+use crate::path::SecretPath;
+use crate::secret::{SecretValues, fill_random};
+
+/// SPIKE's default for `SPIKE_NEXUS_MAX_SECRET_VERSIONS`.
+pub const DEFAULT_MAX_VERSIONS: NonZeroU32 = match NonZeroU32::new(10) {
+    Some(n) => n,
+    // 10 is not zero; this arm is never taken (and is checked at compile time).
+    None => panic!("10 is not zero"),
+};
+
+/// How many times a write is attempted under contention before giving up.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 64;
+
+const INSTANCE_LEN: usize = 16;
+const LOCK_STRIPES: usize = 64;
+const META_FORMAT: u8 = 1;
+
+/// A source of the current time, injectable so tests can pin timestamps.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time (UTC).
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock, in UTC.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A clock that only moves when told to, for deterministic tests.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<OffsetDateTime>,
+}
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: OffsetDateTime) -> Self {
+        Self { now: Mutex::new(start) }
+    }
+
+    /// Sets the time.
+    pub fn set(&self, now: OffsetDateTime) {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
+    /// Moves the time forward by `by`.
+    pub fn advance(&self, by: time::Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        // A poisoned lock still holds a complete timestamp.
+        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Settings of a [`SecretStore`].
+#[derive(Debug, Clone)]
+pub struct SecretStoreConfig {
+    max_versions: NonZeroU32,
+    max_attempts: u32,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for SecretStoreConfig {
+    fn default() -> Self {
+        Self {
+            max_versions: DEFAULT_MAX_VERSIONS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl SecretStoreConfig {
+    /// The defaults: 10 versions, 64 attempts, the system clock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keep at most `max` versions per secret (`SPIKE_NEXUS_MAX_SECRET_VERSIONS`).
+    pub fn with_max_versions(mut self, max: NonZeroU32) -> Self {
+        self.max_versions = max;
+        self
+    }
+
+    /// Give up a contended write after `attempts` tries (at least 1).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Take timestamps from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The version limit per secret.
+    pub fn max_versions(&self) -> NonZeroU32 {
+        self.max_versions
+    }
+
+    /// The attempt limit for contended writes.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+}
+
+/// Options of [`SecretStore::put`]: check-and-set and custom metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    cas: Option<u64>,
+    custom_metadata: Option<BTreeMap<String, String>>,
+}
+
+impl PutOptions {
+    /// No check, custom metadata unchanged.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Write only if the secret's latest version is `expected` (0: only if it does not exist);
+    /// otherwise fail with [`StoreError::CasMismatch`].
+    pub fn cas(mut self, expected: u64) -> Self {
+        self.cas = Some(expected);
+        self
+    }
+
+    /// Replace the secret's custom metadata (non-secret labels) with `metadata`.
+    pub fn custom_metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.custom_metadata = Some(metadata);
+        self
+    }
+
+    /// The check-and-set expectation, if any.
+    pub fn expected_version(&self) -> Option<u64> {
+        self.cas
+    }
+}
+
+/// What is known about one version of a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VersionMetadata {
+    /// The version number.
+    pub version: u64,
+    /// When it was written.
+    pub created_time: OffsetDateTime,
+    /// When it was soft-deleted, if it is.
+    pub deleted_time: Option<OffsetDateTime>,
+}
+
+/// A secret's metadata: SPIKE's `metadata` plus `versions`, and our extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SecretMetadata {
+    /// Highest readable (stored, not deleted) version; 0 if none.
+    pub current_version: u64,
+    /// Lowest readable version; 0 if none.
+    pub oldest_version: u64,
+    /// Highest version ever written (extension; what check-and-set compares).
+    pub latest_version: u64,
+    /// When the secret was first written.
+    pub created_time: OffsetDateTime,
+    /// When its metadata last changed (put, delete, undelete, destroy).
+    pub updated_time: OffsetDateTime,
+    /// The version limit applied at the last put.
+    pub max_versions: u32,
+    /// Every stored version (deleted or not), by number.
+    pub versions: BTreeMap<u64, VersionMetadata>,
+    /// Non-secret labels set by puts (extension).
+    pub custom_metadata: BTreeMap<String, String>,
+}
+
+/// The sealed metadata record, as stored.
+#[derive(Clone, Serialize, Deserialize)]
+struct Meta {
+    format: u8,
+    instance: [u8; INSTANCE_LEN],
+    latest: u64,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    created: OffsetDateTime,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    updated: OffsetDateTime,
+    max_versions: u32,
+    versions: BTreeMap<u64, MetaVersion>,
+    custom: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct MetaVersion {
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    created: OffsetDateTime,
+    #[serde(with = "time::serde::timestamp::nanoseconds::option")]
+    deleted: Option<OffsetDateTime>,
+}
+
+impl Meta {
+    fn fresh(now: OffsetDateTime) -> Result<Self, StoreError> {
+        let mut instance = [0u8; INSTANCE_LEN];
+        fill_random(&mut instance).map_err(StoreError::Seal)?;
+        Ok(Self {
+            format: META_FORMAT,
+            instance,
+            latest: 0,
+            created: now,
+            updated: now,
+            max_versions: DEFAULT_MAX_VERSIONS.get(),
+            versions: BTreeMap::new(),
+            custom: BTreeMap::new(),
+        })
+    }
+
+    fn readable(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
+        self.versions.iter().filter(|(_, v)| v.deleted.is_none()).map(|(n, _)| *n)
+    }
+
+    fn current(&self) -> u64 {
+        self.readable().next_back().unwrap_or(0)
+    }
+
+    fn oldest(&self) -> u64 {
+        self.readable().next().unwrap_or(0)
+    }
+
+    fn to_public(&self) -> SecretMetadata {
+        SecretMetadata {
+            current_version: self.current(),
+            oldest_version: self.oldest(),
+            latest_version: self.latest,
+            created_time: self.created,
+            updated_time: self.updated,
+            max_versions: self.max_versions,
+            versions: self
+                .versions
+                .iter()
+                .map(|(n, v)| {
+                    let m = VersionMetadata {
+                        version: *n,
+                        created_time: v.created,
+                        deleted_time: v.deleted,
+                    };
+                    (*n, m)
+                })
+                .collect(),
+            custom_metadata: self.custom.clone(),
+        }
+    }
+
+    /// The versions a delete or destroy request names: empty or 0 mean the current version.
+    fn targets(&self, versions: &[u64]) -> Vec<u64> {
+        let current = self.current();
+        let mut out: Vec<u64> = if versions.is_empty() { vec![current] } else { versions.to_vec() };
+        for v in &mut out {
+            if *v == 0 {
+                *v = current;
+            }
+        }
+        out.retain(|v| *v != 0);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// What an update step decided.
+enum Step<T> {
+    /// Nothing to write; return this.
+    Done(T),
+    /// Store this metadata (plus the batch's writes) and return this.
+    Write(Meta, T),
+    /// Remove the metadata record (plus the batch's writes) and return this.
+    Remove(T),
+}
+
+/// Versioned secrets over a [`Backend`]; cheap to clone and share between threads.
+#[derive(Debug, Clone)]
+pub struct SecretStore {
+    backend: Arc<dyn Backend>,
+    keyring: SharedKeyring,
+    config: SecretStoreConfig,
+    locks: Arc<PathLocks>,
+}
+
+/// Striped per-path write locks: an optimisation over the compare-and-swap, not a substitute.
+struct PathLocks {
+    hasher: RandomState,
+    stripes: [Mutex<()>; LOCK_STRIPES],
+}
+
+impl fmt::Debug for PathLocks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PathLocks")
+    }
+}
+
+impl PathLocks {
+    fn new() -> Self {
+        Self { hasher: RandomState::new(), stripes: std::array::from_fn(|_| Mutex::new(())) }
+    }
+
+    fn lock(&self, path: &str) -> MutexGuard<'_, ()> {
+        let stripe = self.hasher.hash_one(path) as usize % LOCK_STRIPES;
+        // The lock guards no data; a poisoned stripe is as good as a clean one.
+        self.stripes[stripe].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SecretStore {
+    /// A store over `backend` sealing with `keyring`, with the default settings.
+    pub fn new(backend: Arc<dyn Backend>, keyring: Arc<Keyring>) -> Self {
+        Self::with_config(backend, keyring, SecretStoreConfig::default())
+    }
+
+    /// A store over `backend` sealing with `keyring`, with `config`.
+    pub fn with_config(
+        backend: Arc<dyn Backend>,
+        keyring: Arc<Keyring>,
+        config: SecretStoreConfig,
+    ) -> Self {
+        Self::shared(backend, SharedKeyring::new(keyring), config)
+    }
+
+    pub(crate) fn shared(
+        backend: Arc<dyn Backend>,
+        keyring: SharedKeyring,
+        config: SecretStoreConfig,
+    ) -> Self {
+        Self { backend, keyring, config, locks: Arc::new(PathLocks::new()) }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &SecretStoreConfig {
+        &self.config
+    }
+
+    /// Writes `values` as a new version of the secret at `path` and returns its number.
+    ///
+    /// Refuses empty `values` ([`StoreError::Invalid`]) and, with [`PutOptions::cas`], a
+    /// latest version other than the expected one ([`StoreError::CasMismatch`]). Versions
+    /// beyond the limit are destroyed, oldest first, in the same atomic write.
+    pub fn put(
+        &self,
+        path: &SecretPath,
+        values: &SecretValues,
+        options: &PutOptions,
+    ) -> Result<u64, StoreError> {
+        if values.is_empty() {
+            return Err(StoreError::Invalid(
+                "a secret needs at least one key/value pair; to remove it, delete it".into(),
+            ));
+        }
+        let path = path.as_str();
+        let json = values.to_json();
+        let max = self.config.max_versions.get();
+        self.update(path, |ring, meta, now, batch| {
+            let actual = meta.as_ref().map_or(0, |m| m.latest);
+            if let Some(expected) = options.cas
+                && expected != actual
+            {
+                return Err(StoreError::CasMismatch { expected, actual });
+            }
+            let mut meta = match meta {
+                Some(meta) => meta,
+                None => Meta::fresh(now)?,
+            };
+            let version = meta.latest.checked_add(1).ok_or_else(|| {
+                StoreError::Invalid("this secret's version counter is exhausted".into())
+            })?;
+            let mut plain = Zeroizing::new(Vec::with_capacity(INSTANCE_LEN + json.len()));
+            plain.extend_from_slice(&meta.instance);
+            plain.extend_from_slice(&json);
+            let sealed = seal_record(ring, RecordKind::SecretVersion, path, version, &plain)?;
+            batch.put_owned(keys::version(path, version), sealed);
+            meta.latest = version;
+            meta.updated = now;
+            meta.max_versions = max;
+            meta.versions.insert(version, MetaVersion { created: now, deleted: None });
+            if let Some(custom) = &options.custom_metadata {
+                meta.custom = custom.clone();
+            }
+            while meta.versions.len() > max as usize {
+                if let Some((old, _)) = meta.versions.pop_first() {
+                    batch.delete(&keys::version(path, old));
+                }
+            }
+            Ok(Step::Write(meta, version))
+        })
+    }
+
+    /// The values of the secret at `path`: the current version for `None` or `Some(0)`,
+    /// otherwise the version given (see the [module docs](self) for the errors).
+    pub fn get(&self, path: &SecretPath, version: Option<u64>) -> Result<SecretValues, StoreError> {
+        self.get_versioned(path, version).map(|(_, values)| values)
+    }
+
+    /// Like [`SecretStore::get`], also returning which version was read.
+    pub fn get_versioned(
+        &self,
+        path: &SecretPath,
+        version: Option<u64>,
+    ) -> Result<(u64, SecretValues), StoreError> {
+        let path = path.as_str();
+        for _ in 0..3 {
+            let ring = self.keyring.current();
+            let result = self.try_get(&ring, path, version);
+            match result {
+                Ok(Some(found)) => return Ok(found),
+                // The record vanished between reading the metadata and reading it (a
+                // concurrent destroy or prune): look at the metadata again.
+                Ok(None) => continue,
+                Err(e) if self.keyring_moved(&ring, &e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Corrupt(CryptoError::Malformed(
+            "the secret's metadata lists a version whose record is missing from the backend \
+             (deleted outside spike-rs?); restore it from a backup or destroy that version",
+        )))
+    }
+
+    fn try_get(
+        &self,
+        ring: &Keyring,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<(u64, SecretValues)>, StoreError> {
+        let (_, meta) = self.load(ring, path)?.ok_or(StoreError::NotFound)?;
+        let version = match version {
+            None | Some(0) => meta.current(),
+            Some(v) => v,
+        };
+        let entry = meta.versions.get(&version).ok_or(StoreError::NotFound)?;
+        if entry.deleted.is_some() {
+            return Err(StoreError::Deleted);
+        }
+        let Some(record) = self.backend.get(&keys::version(path, version))? else {
+            return Ok(None);
+        };
+        let plain = open_record(ring, RecordKind::SecretVersion, path, version, &record)?;
+        let (instance, json) = plain.split_at_checked(INSTANCE_LEN).ok_or(StoreError::Corrupt(
+            CryptoError::Malformed("secret version record is too short"),
+        ))?;
+        if instance != meta.instance {
+            return Err(StoreError::Corrupt(CryptoError::Malformed(
+                "secret version record belongs to an earlier secret at the same path \
+                 (a replayed ciphertext)",
+            )));
+        }
+        let values = SecretValues::from_json(json).map_err(|_| {
+            StoreError::Corrupt(CryptoError::Malformed("secret version record does not decode"))
+        })?;
+        Ok(Some((version, values)))
+    }
+
+    /// Soft-deletes `versions` of the secret at `path` (empty or `0`: the current version) and
+    /// returns the versions that changed. Unknown versions are ignored; a missing secret is
+    /// [`StoreError::NotFound`].
+    pub fn delete(&self, path: &SecretPath, versions: &[u64]) -> Result<Vec<u64>, StoreError> {
+        self.update(path.as_str(), |_, meta, now, _| {
+            let mut meta = meta.ok_or(StoreError::NotFound)?;
+            let mut changed = Vec::new();
+            for v in meta.targets(versions) {
+                if let Some(entry) = meta.versions.get_mut(&v)
+                    && entry.deleted.is_none()
+                {
+                    entry.deleted = Some(now);
+                    changed.push(v);
+                }
+            }
+            Ok(finish(meta, now, changed))
+        })
+    }
+
+    /// Restores soft-deleted `versions` (empty or `0`: the highest deleted version) and returns
+    /// the versions that changed.
+    pub fn undelete(&self, path: &SecretPath, versions: &[u64]) -> Result<Vec<u64>, StoreError> {
+        self.update(path.as_str(), |_, meta, now, _| {
+            let mut meta = meta.ok_or(StoreError::NotFound)?;
+            let latest_deleted = meta
+                .versions
+                .iter()
+                .rev()
+                .find(|(_, v)| v.deleted.is_some())
+                .map_or(0, |(n, _)| *n);
+            let mut targets: Vec<u64> = if versions.is_empty() {
+                vec![latest_deleted]
+            } else {
+                versions.iter().map(|v| if *v == 0 { latest_deleted } else { *v }).collect()
+            };
+            targets.sort_unstable();
+            targets.dedup();
+            let mut changed = Vec::new();
+            for v in targets {
+                if let Some(entry) = meta.versions.get_mut(&v)
+                    && entry.deleted.take().is_some()
+                {
+                    changed.push(v);
+                }
+            }
+            Ok(finish(meta, now, changed))
+        })
+    }
+
+    /// Permanently removes `versions` (empty or `0`: the current version), deleted or not,
+    /// and returns the versions destroyed. The secret itself, its other versions and its
+    /// version counter remain.
+    pub fn destroy(&self, path: &SecretPath, versions: &[u64]) -> Result<Vec<u64>, StoreError> {
+        let path = path.as_str();
+        self.update(path, |_, meta, now, batch| {
+            let mut meta = meta.ok_or(StoreError::NotFound)?;
+            let mut changed = Vec::new();
+            for v in meta.targets(versions) {
+                if meta.versions.remove(&v).is_some() {
+                    batch.delete(&keys::version(path, v));
+                    changed.push(v);
+                }
+            }
+            Ok(finish(meta, now, changed))
+        })
+    }
+
+    /// Removes the secret at `path` entirely: every version and its metadata (SPIKE's destroy).
+    pub fn destroy_all(&self, path: &SecretPath) -> Result<(), StoreError> {
+        let path = path.as_str();
+        self.update(path, |_, meta, _, batch| {
+            let meta = meta.ok_or(StoreError::NotFound)?;
+            for v in meta.versions.keys() {
+                batch.delete(&keys::version(path, *v));
+            }
+            Ok(Step::Remove(()))
+        })
+    }
+
+    /// The metadata of the secret at `path`.
+    pub fn metadata(&self, path: &SecretPath) -> Result<SecretMetadata, StoreError> {
+        let path = path.as_str();
+        for _ in 0..2 {
+            let ring = self.keyring.current();
+            match self.load(&ring, path) {
+                Ok(Some((_, meta))) => return Ok(meta.to_public()),
+                Ok(None) => return Err(StoreError::NotFound),
+                Err(e) if self.keyring_moved(&ring, &e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Contention { attempts: 2 })
+    }
+
+    /// Every secret path in the store, sorted (see the [module docs](self) for which).
+    pub fn list(&self) -> Result<Vec<SecretPath>, StoreError> {
+        let ring = self.keyring.current();
+        let mut paths = Vec::new();
+        for key in self.backend.keys_with_prefix(keys::SECRETS)? {
+            let Some(path) = keys::metadata_path(&key) else {
+                continue;
+            };
+            // Authenticate before listing, so a hostile backend cannot add names.
+            let loaded = match self.load(&ring, path) {
+                Err(e) if self.keyring_moved(&ring, &e) => self.load(&self.keyring.current(), path),
+                other => other,
+            };
+            if loaded?.is_none() {
+                continue; // destroyed since the key listing
+            }
+            paths.push(SecretPath::parse(path).map_err(|_| {
+                StoreError::Corrupt(CryptoError::Malformed(
+                    "a stored secret name is not a valid secret path",
+                ))
+            })?);
+        }
+        paths.sort();
+        Ok(paths)
+    }
+
+    /// Reads and opens the metadata record at `path`: its raw bytes (for compare-and-swap)
+    /// and its contents.
+    fn load(&self, ring: &Keyring, path: &str) -> Result<Option<(Vec<u8>, Meta)>, StoreError> {
+        let Some(raw) = self.backend.get(&keys::metadata(path))? else {
+            return Ok(None);
+        };
+        let plain = open_record(ring, RecordKind::SecretMetadata, path, 0, &raw)?;
+        let meta: Meta = serde_json::from_slice(&plain).map_err(|_| {
+            StoreError::Corrupt(CryptoError::Malformed("secret metadata record does not decode"))
+        })?;
+        if meta.format != META_FORMAT {
+            return Err(StoreError::Corrupt(CryptoError::Malformed(
+                "secret metadata record has an unknown format; upgrade spike-rs",
+            )));
+        }
+        Ok(Some((raw, meta)))
+    }
+
+    /// True when `e` is an unknown keyring term and the keyring was swapped (rotated) since
+    /// `ring` was taken: the record was sealed under the new keyring, so try again with it.
+    fn keyring_moved(&self, ring: &Keyring, e: &StoreError) -> bool {
+        matches!(e, StoreError::Corrupt(CryptoError::UnknownTerm(_)))
+            && !std::ptr::eq(ring, Arc::as_ptr(&self.keyring.current()))
+    }
+
+    /// The optimistic write loop: read the metadata, let `step` decide the new metadata and
+    /// extra writes, and commit it all atomically if the metadata record is unchanged.
+    fn update<T>(
+        &self,
+        path: &str,
+        mut step: impl FnMut(
+            &Keyring,
+            Option<Meta>,
+            OffsetDateTime,
+            &mut Batch,
+        ) -> Result<Step<T>, StoreError>,
+    ) -> Result<T, StoreError> {
+        let meta_key = keys::metadata(path);
+        let attempts = self.config.max_attempts;
+        let _queue = self.locks.lock(path);
+        for attempt in 0..attempts {
+            let ring = self.keyring.current();
+            let loaded = match self.load(&ring, path) {
+                Err(e) if self.keyring_moved(&ring, &e) => continue,
+                other => other?,
+            };
+            let (raw, meta) = match loaded {
+                Some((raw, meta)) => (Some(raw), Some(meta)),
+                None => (None, None),
+            };
+            let now = self.config.clock.now();
+            let mut batch = Batch::new();
+            let out = match step(&ring, meta, now, &mut batch)? {
+                Step::Done(out) => return Ok(out),
+                Step::Write(meta, out) => {
+                    let json = serde_json::to_vec(&meta).map_err(|_| {
+                        StoreError::Invalid("secret metadata could not be encoded".into())
+                    })?;
+                    let sealed = seal_record(&ring, RecordKind::SecretMetadata, path, 0, &json)?;
+                    batch.put_owned(meta_key.clone(), sealed);
+                    out
+                }
+                Step::Remove(out) => {
+                    batch.delete(&meta_key);
+                    out
+                }
+            };
+            batch.expect(&meta_key, raw.as_deref());
+            match self.backend.commit(&batch)? {
+                Commit::Applied => return Ok(out),
+                Commit::Conflict => backoff(attempt),
+            }
+        }
+        Err(StoreError::Contention { attempts })
+    }
+}
+
+/// Stores `meta` if anything `changed`.
+fn finish(mut meta: Meta, now: OffsetDateTime, changed: Vec<u64>) -> Step<Vec<u64>> {
+    if changed.is_empty() {
+        Step::Done(changed)
+    } else {
+        meta.updated = now;
+        Step::Write(meta, changed)
+    }
+}
+
+/// Waits a little before retrying a contended write: yield at first, then sleep for a random
+/// time in a window that doubles per attempt (up to 3.2 ms), so retries spread out.
+fn backoff(attempt: u32) {
+    if attempt < 3 {
+        std::thread::yield_now();
+        return;
+    }
+    let mut r = [0u8; 2];
+    let jitter = match fill_random(&mut r) {
+        Ok(()) => u64::from(u16::from_le_bytes(r)),
+        Err(_) => 0x5555,
+    };
+    let window = 50u64 << attempt.min(6);
+    std::thread::sleep(Duration::from_micros(1 + jitter % window));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryBackend;
+
+    fn p(s: &str) -> SecretPath {
+        SecretPath::parse(s).unwrap()
+    }
+
+    fn values(v: &str) -> SecretValues {
+        [("k", v)].into_iter().collect()
+    }
+
+    #[test]
+    fn metadata_record_holds_no_secret_values() {
+        let backend = Arc::new(MemoryBackend::new());
+        let ring = Arc::new(Keyring::generate().unwrap());
+        let store = SecretStore::new(backend.clone(), ring.clone());
+        store.put(&p("a"), &values("canary-123"), &PutOptions::new()).unwrap();
+        let raw = backend.get(&keys::metadata("a")).unwrap().unwrap();
+        let plain = open_record(&ring, RecordKind::SecretMetadata, "a", 0, &raw).unwrap();
+        let text = String::from_utf8(plain.to_vec()).unwrap();
+        assert!(!text.contains("canary-123"), "{text}");
+    }
+
+    #[test]
+    fn targets_resolve_zero_and_empty_to_current() {
+        let mut meta = Meta::fresh(OffsetDateTime::UNIX_EPOCH).unwrap();
+        let v = MetaVersion { created: OffsetDateTime::UNIX_EPOCH, deleted: None };
+        for n in 1..=3 {
+            meta.versions.insert(n, v.clone());
+        }
+        assert_eq!(meta.targets(&[]), vec![3]);
+        assert_eq!(meta.targets(&[0, 1, 1]), vec![1, 3]);
+        meta.versions.values_mut().for_each(|v| v.deleted = Some(OffsetDateTime::UNIX_EPOCH));
+        assert_eq!(meta.targets(&[]), Vec::<u64>::new());
+        assert_eq!((meta.current(), meta.oldest()), (0, 0));
+    }
+}

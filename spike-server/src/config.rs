@@ -1,0 +1,94 @@
+//! Parsing helpers shared by every daemon's configuration: SPIKE-style listen addresses and
+//! Go-style durations, with errors that say what was wrong and what is accepted.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// Parses a listen address the way SPIKE writes it: `:8553` (all interfaces), or
+/// `host:port` / `[v6]:port`.
+pub fn parse_listen_addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let spelled = if value.starts_with(':') { format!("0.0.0.0{value}") } else { value.to_owned() };
+    spelled.parse().map_err(|_| ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        expected: "\":PORT\", \"HOST:PORT\" or \"[V6]:PORT\", e.g. \":8553\" or \"127.0.0.1:8553\"",
+    })
+}
+
+/// Parses a Go-style duration: `500ms`, `30s`, `5m`, `1h`, or a combination like `1m30s`.
+pub fn parse_duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        expected: "a duration like \"500ms\", \"30s\", \"5m\", \"1h\" or \"1m30s\"",
+    };
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Parses a positive integer setting within `min..=max`.
+pub fn parse_bounded(
+    name: &'static str,
+    value: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError::OutOfRange { name, value: value.to_owned(), min, max }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_addr("X", ":8553").unwrap().port(), 8553);
+        assert!(parse_listen_addr("X", "127.0.0.1:0").unwrap().ip().is_loopback());
+        let err = parse_listen_addr("SPIKE_NEXUS_TLS_PORT", "8553").unwrap_err().to_string();
+        assert!(err.contains("SPIKE_NEXUS_TLS_PORT") && err.contains(":8553"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("X", "1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("X", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("X", "2h").unwrap(), Duration::from_secs(7200));
+        for bad in ["", "5", "s", "5x", "-5s", "1.5s"] {
+            assert!(parse_duration("X", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bounded_integers_name_the_range() {
+        assert_eq!(parse_bounded("N", "10", 1, 100).unwrap(), 10);
+        let err = parse_bounded("N", "0", 1, 100).unwrap_err().to_string();
+        assert!(err.contains("between 1 and 100"), "{err}");
+    }
+}

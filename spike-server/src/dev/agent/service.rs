@@ -1,0 +1,194 @@
+//! The SPIFFE Workload API service (SPIFFE Workload API spec §5–6) over the agent's state.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::watch;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use super::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
+use super::proto::{
+    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
+    X509svidResponse,
+};
+
+/// The metadata header every Workload API call must carry (Workload API spec §5.2): it proves
+/// the call came from a local client rather than a browser-style proxy.
+pub(super) const SECURITY_HEADER: &str = "workload.spiffe.io";
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// How a socket decides who the caller is.
+#[derive(Debug, Clone)]
+pub(super) enum Attestor {
+    /// Every caller of this socket is this entry (the socket's file permissions guard it).
+    Entry(usize),
+    /// Callers are matched against entries' `unix:uid:N` selectors via SO_PEERCRED.
+    PeerUid,
+}
+
+#[derive(Clone)]
+pub(super) struct WorkloadApi {
+    pub(super) shared: Arc<Shared>,
+    pub(super) attestor: Attestor,
+}
+
+impl WorkloadApi {
+    fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
+        match request.metadata().get(SECURITY_HEADER).map(|v| v.to_str()) {
+            Some(Ok("true")) => Ok(()),
+            _ => Err(Status::invalid_argument(
+                "security header missing from request: set \"workload.spiffe.io: true\"",
+            )),
+        }
+    }
+
+    /// The indices of the entries the caller is entitled to, in registration order.
+    fn attest<T>(&self, request: &Request<T>) -> Result<Vec<usize>, Status> {
+        Self::check_header(request)?;
+        match &self.attestor {
+            Attestor::Entry(index) => Ok(vec![*index]),
+            Attestor::PeerUid => {
+                let uid = request
+                    .extensions()
+                    .get::<UdsConnectInfo>()
+                    .and_then(|info| info.peer_cred)
+                    .map(|cred| cred.uid())
+                    .ok_or_else(|| {
+                        Status::permission_denied("no registration entry: caller's uid is unknown")
+                    })?;
+                let matched: Vec<usize> = self
+                    .shared
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.matches_uid(uid))
+                    .map(|(i, _)| i)
+                    .collect();
+                if matched.is_empty() {
+                    tracing::debug!(uid, "Workload API caller matches no registration entry");
+                    return Err(Status::permission_denied(format!(
+                        "no registration entry matches this caller (unix:uid:{uid})"
+                    )));
+                }
+                Ok(matched)
+            }
+        }
+    }
+
+    fn x509_response(&self, entries: &[usize], state: &super::Snapshot) -> X509svidResponse {
+        let bundle = self.shared.ca.cert_der().to_vec();
+        let svids = entries
+            .iter()
+            .filter_map(|&i| state.svids.get(i))
+            .map(|issued| X509svid {
+                spiffe_id: issued.spiffe_id.to_string(),
+                x509_svid: issued.cert_der.clone(),
+                x509_svid_key: issued.key_der.to_vec(),
+                bundle: bundle.clone(),
+                hint: String::new(),
+            })
+            .collect();
+        X509svidResponse { svids, crl: Vec::new(), federated_bundles: HashMap::new() }
+    }
+}
+
+/// Ends when the agent shuts down, so graceful shutdown is not held up by open streams.
+async fn until_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which is also a shutdown.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
+    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let entries = self.attest(&request)?;
+        let this = self.clone();
+        let state = self.shared.state.clone();
+        let shutdown = self.shared.shutdown.clone();
+        // One message now, then one per rotation, until the client hangs up or we stop.
+        let stream = futures::stream::unfold(
+            (state, shutdown, None::<u64>),
+            move |(mut state, mut shutdown, sent)| {
+                let this = this.clone();
+                let entries = entries.clone();
+                async move {
+                    loop {
+                        let snapshot = Arc::clone(&state.borrow_and_update());
+                        if sent != Some(snapshot.generation) {
+                            let message = this.x509_response(&entries, &snapshot);
+                            return Some((
+                                Ok(message),
+                                (state, shutdown, Some(snapshot.generation)),
+                            ));
+                        }
+                        tokio::select! {
+                            changed = state.changed() => if changed.is_err() { return None },
+                            () = until_shutdown(&mut shutdown) => return None,
+                        }
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        self.attest(&request)?;
+        let key = self.shared.trust_domain.id_string();
+        let message = X509BundlesResponse {
+            crl: Vec::new(),
+            bundles: HashMap::from([(key, self.shared.ca.cert_der().to_vec())]),
+        };
+        let mut shutdown = self.shared.shutdown.clone();
+        // The dev CA never changes while the agent runs: one message, then hold the stream
+        // open (as the spec's clients expect) until shutdown.
+        let first = futures::stream::once(async move { Ok(message) });
+        let rest = futures::stream::once(async move {
+            until_shutdown(&mut shutdown).await;
+        })
+        .filter_map(|()| async { None });
+        Ok(Response::new(Box::pin(futures::StreamExt::chain(first, rest))))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        Self::check_header(&request)?;
+        Err(Status::unimplemented("spike-dev-agent serves X509-SVIDs only"))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        Self::check_header(&request)?;
+        Err(Status::unimplemented("spike-dev-agent serves X509-SVIDs only"))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        Self::check_header(&request)?;
+        Err(Status::unimplemented("spike-dev-agent serves X509-SVIDs only"))
+    }
+}
+
+use futures::StreamExt as _;

@@ -1,0 +1,3 @@
+//! Development helpers: the dev Workload API agent.
+
+pub mod agent;

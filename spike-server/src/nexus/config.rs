@@ -1,0 +1,375 @@
+//! Nexus configuration: SPIKE's environment variable names, mapped in one place.
+//!
+//! [`NexusArgs`] is the flag/env surface (clap: a flag wins over its environment variable);
+//! [`NexusConfig`] is the validated result the server runs with. Tests and `spike dev` build
+//! a `NexusConfig` directly.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use spike_core::identity::DEFAULT_TRUST_DOMAIN;
+use spike_core::wire::cipher::DEFAULT_MAX_CIPHERTEXT_LEN;
+
+use super::authz::TrustRoots;
+use crate::config::{parse_bounded, parse_duration, parse_listen_addr};
+use crate::error::ConfigError;
+use crate::limits::{DEFAULT_MAX_BODY_BYTES, RateLimit};
+
+/// Where Nexus keeps (ciphertext) data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// In memory: a root key is made at start; everything is lost at exit (development).
+    Memory,
+    /// Embedded sled database in the data directory (the default).
+    Sled,
+}
+
+impl BackendKind {
+    /// Parses `SPIKE_NEXUS_BACKEND_STORE`.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        match value {
+            "memory" => Ok(Self::Memory),
+            "sled" => Ok(Self::Sled),
+            "sqlite" | "lite" => Err(ConfigError::Invalid {
+                name: "SPIKE_NEXUS_BACKEND_STORE",
+                value: value.to_owned(),
+                expected: "\"memory\" or \"sled\" (SPIKE's sqlite/lite stores are SPIKE-specific; \
+                           spike-rs uses sled for an embedded store)",
+            }),
+            _ => Err(ConfigError::Invalid {
+                name: "SPIKE_NEXUS_BACKEND_STORE",
+                value: value.to_owned(),
+                expected: "\"memory\" or \"sled\"",
+            }),
+        }
+    }
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// Append to a file (the chain continues across restarts).
+    File(PathBuf),
+    /// Standard error (development).
+    Stderr,
+}
+
+/// The validated Nexus configuration.
+#[derive(Debug, Clone)]
+pub struct NexusConfig {
+    /// Listen address (`SPIKE_NEXUS_TLS_PORT`).
+    pub listen: SocketAddr,
+    /// Storage backend (`SPIKE_NEXUS_BACKEND_STORE`).
+    pub backend: BackendKind,
+    /// Data directory for sled and the audit log (`SPIKE_NEXUS_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Trust domains of SPIKE's roles (`SPIKE_TRUST_ROOT*`).
+    pub trust_roots: TrustRoots,
+    /// Versions kept per secret (`SPIKE_NEXUS_MAX_SECRET_VERSIONS`).
+    pub max_secret_versions: NonZeroU32,
+    /// Shamir share count (`SPIKE_NEXUS_SHAMIR_SHARES`).
+    pub shamir_shares: usize,
+    /// Shamir threshold (`SPIKE_NEXUS_SHAMIR_THRESHOLD`).
+    pub shamir_threshold: usize,
+    /// Keeper URLs, positional: the n-th holds share n (`SPIKE_NEXUS_KEEPER_PEERS`).
+    pub keeper_peers: Vec<String>,
+    /// Audit log destination (`SPIKE_NEXUS_AUDIT_LOG`; spike-rs extension).
+    pub audit: AuditSink,
+    /// Largest accepted request body (`SPIKE_NEXUS_MAX_BODY_BYTES`; extension).
+    pub max_body_bytes: usize,
+    /// Largest cipher payload (`SPIKE_NEXUS_CRYPTO_MAX_CIPHERTEXT_SIZE`, as SPIKE).
+    pub max_cipher_bytes: usize,
+    /// Per-caller rate limit (`SPIKE_NEXUS_RATE_LIMIT`, requests/second; extension).
+    pub rate_limit: RateLimit,
+    /// Time allowed for a client to send request headers.
+    pub header_read_timeout: Duration,
+    /// How often Nexus re-sends each Keeper its shard (`SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL`).
+    pub keeper_update_interval: Duration,
+    /// Longest wait between two attempts to recover the root key from the Keepers
+    /// (`SPIKE_NEXUS_RECOVERY_MAX_INTERVAL`).
+    pub recovery_max_interval: Duration,
+    /// Time allowed for one call to one Keeper (`SPIKE_NEXUS_KEEPER_TIMEOUT`; extension).
+    pub keeper_timeout: Duration,
+}
+
+/// SPIKE's default for `SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL`.
+pub const DEFAULT_KEEPER_UPDATE_INTERVAL: Duration = Duration::from_secs(300);
+/// SPIKE's default for `SPIKE_NEXUS_RECOVERY_MAX_INTERVAL`.
+pub const DEFAULT_RECOVERY_MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// Default for `SPIKE_NEXUS_KEEPER_TIMEOUT`.
+pub const DEFAULT_KEEPER_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl NexusConfig {
+    /// Defaults for development: memory backend on `127.0.0.1:0` (an ephemeral port), audit to
+    /// a file in `data_dir`.
+    pub fn dev(data_dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            backend: BackendKind::Memory,
+            audit: AuditSink::File(data_dir.join("audit.log")),
+            data_dir,
+            trust_roots: TrustRoots::single(DEFAULT_TRUST_DOMAIN),
+            max_secret_versions: spike_core::store::versioned::DEFAULT_MAX_VERSIONS,
+            shamir_shares: 3,
+            shamir_threshold: 2,
+            keeper_peers: vec![],
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_cipher_bytes: DEFAULT_MAX_CIPHERTEXT_LEN,
+            rate_limit: RateLimit::default(),
+            header_read_timeout: Duration::from_secs(10),
+            keeper_update_interval: DEFAULT_KEEPER_UPDATE_INTERVAL,
+            recovery_max_interval: DEFAULT_RECOVERY_MAX_INTERVAL,
+            keeper_timeout: DEFAULT_KEEPER_TIMEOUT,
+        }
+    }
+}
+
+/// Nexus flags; each falls back to SPIKE's environment variable of the same meaning.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NexusArgs {
+    /// Listen address, e.g. ":8553" or "127.0.0.1:8553".
+    #[arg(long, env = "SPIKE_NEXUS_TLS_PORT", default_value = ":8553")]
+    pub tls_port: String,
+    /// Storage backend: memory or sled.
+    #[arg(long, env = "SPIKE_NEXUS_BACKEND_STORE", default_value = "sled")]
+    pub backend_store: String,
+    /// Data directory (sled database, audit log).
+    #[arg(long, env = "SPIKE_NEXUS_DATA_DIR", default_value = "./.spike/data")]
+    pub data_dir: PathBuf,
+    /// Trust domain of SPIKE's components.
+    #[arg(long, env = "SPIKE_TRUST_ROOT", default_value = DEFAULT_TRUST_DOMAIN)]
+    pub trust_root: String,
+    /// Trust domain of Nexus (defaults to --trust-root).
+    #[arg(long, env = "SPIKE_TRUST_ROOT_NEXUS")]
+    pub trust_root_nexus: Option<String>,
+    /// Trust domain of Pilot (defaults to --trust-root).
+    #[arg(long, env = "SPIKE_TRUST_ROOT_PILOT")]
+    pub trust_root_pilot: Option<String>,
+    /// Trust domain of Bootstrap (defaults to --trust-root).
+    #[arg(long, env = "SPIKE_TRUST_ROOT_BOOTSTRAP")]
+    pub trust_root_bootstrap: Option<String>,
+    /// Trust domain of Keepers (defaults to --trust-root).
+    #[arg(long, env = "SPIKE_TRUST_ROOT_KEEPER")]
+    pub trust_root_keeper: Option<String>,
+    /// Trust domain of lite workloads (defaults to --trust-root).
+    #[arg(long, env = "SPIKE_TRUST_ROOT_LITE_WORKLOAD")]
+    pub trust_root_lite_workload: Option<String>,
+    /// Versions kept per secret.
+    #[arg(long, env = "SPIKE_NEXUS_MAX_SECRET_VERSIONS", default_value = "10")]
+    pub max_secret_versions: String,
+    /// Shamir share count.
+    #[arg(long, env = "SPIKE_NEXUS_SHAMIR_SHARES", default_value = "3")]
+    pub shamir_shares: String,
+    /// Shamir threshold.
+    #[arg(long, env = "SPIKE_NEXUS_SHAMIR_THRESHOLD", default_value = "2")]
+    pub shamir_threshold: String,
+    /// Comma-separated Keeper URLs (the n-th holds share n).
+    #[arg(long, env = "SPIKE_NEXUS_KEEPER_PEERS", default_value = "")]
+    pub keeper_peers: String,
+    /// Audit log: a file path, or "-" for standard error. Default: DATA_DIR/audit.log.
+    #[arg(long, env = "SPIKE_NEXUS_AUDIT_LOG")]
+    pub audit_log: Option<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "SPIKE_NEXUS_MAX_BODY_BYTES", default_value = "1048576")]
+    pub max_body_bytes: String,
+    /// Largest cipher payload in bytes.
+    #[arg(long, env = "SPIKE_NEXUS_CRYPTO_MAX_CIPHERTEXT_SIZE", default_value = "65536")]
+    pub max_cipher_bytes: String,
+    /// Requests per second allowed per caller SPIFFE ID (burst: twice that).
+    #[arg(long, env = "SPIKE_NEXUS_RATE_LIMIT", default_value = "500")]
+    pub rate_limit: String,
+    /// Time allowed for a client to send its request headers, e.g. "10s".
+    #[arg(long, env = "SPIKE_NEXUS_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: String,
+    /// How often each Keeper is re-sent its shard, e.g. "5m".
+    #[arg(long, env = "SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL", default_value = "5m")]
+    pub keeper_update_interval: String,
+    /// Longest wait between attempts to recover the root key from the Keepers, e.g. "60s".
+    #[arg(long, env = "SPIKE_NEXUS_RECOVERY_MAX_INTERVAL", default_value = "60s")]
+    pub recovery_max_interval: String,
+    /// Time allowed for one call to one Keeper, e.g. "5s".
+    #[arg(long, env = "SPIKE_NEXUS_KEEPER_TIMEOUT", default_value = "5s")]
+    pub keeper_timeout: String,
+}
+
+impl TryFrom<NexusArgs> for NexusConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: NexusArgs) -> Result<Self, ConfigError> {
+        let td = |o: Option<String>| o.unwrap_or_else(|| a.trust_root.clone());
+        let trust_roots = TrustRoots {
+            nexus: td(a.trust_root_nexus),
+            pilot: td(a.trust_root_pilot),
+            bootstrap: td(a.trust_root_bootstrap),
+            keeper: td(a.trust_root_keeper),
+            lite_workload: td(a.trust_root_lite_workload),
+            workloads: vec![a.trust_root.clone()],
+        };
+        let max_versions =
+            parse_bounded("SPIKE_NEXUS_MAX_SECRET_VERSIONS", &a.max_secret_versions, 1, 10_000)?;
+        let shares = parse_bounded("SPIKE_NEXUS_SHAMIR_SHARES", &a.shamir_shares, 1, 255)?;
+        let threshold =
+            parse_bounded("SPIKE_NEXUS_SHAMIR_THRESHOLD", &a.shamir_threshold, 1, shares)?;
+        if threshold == 1 && shares != 1 {
+            return Err(ConfigError::Conflict(
+                "SPIKE_NEXUS_SHAMIR_THRESHOLD=1 is only allowed with SPIKE_NEXUS_SHAMIR_SHARES=1 \
+                 (a threshold of 1 hands every Keeper the whole root key)"
+                    .into(),
+            ));
+        }
+        let keeper_peers: Vec<String> = a
+            .keeper_peers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(bad) = keeper_peers.iter().find(|p| !p.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "SPIKE_NEXUS_KEEPER_PEERS",
+                value: bad.clone(),
+                expected: "comma-separated https:// URLs, e.g. https://127.0.0.1:8443",
+            });
+        }
+        if !keeper_peers.is_empty() && keeper_peers.len() as u64 != shares {
+            return Err(ConfigError::Conflict(format!(
+                "SPIKE_NEXUS_KEEPER_PEERS lists {} Keepers but SPIKE_NEXUS_SHAMIR_SHARES is \
+                 {shares}: Keeper n holds share n, so give exactly one URL per share",
+                keeper_peers.len()
+            )));
+        }
+        let keeper_update_interval =
+            parse_duration("SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL", &a.keeper_update_interval)?;
+        let recovery_max_interval =
+            parse_duration("SPIKE_NEXUS_RECOVERY_MAX_INTERVAL", &a.recovery_max_interval)?;
+        let keeper_timeout = parse_duration("SPIKE_NEXUS_KEEPER_TIMEOUT", &a.keeper_timeout)?;
+        for (name, value, d) in [
+            (
+                "SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL",
+                &a.keeper_update_interval,
+                keeper_update_interval,
+            ),
+            ("SPIKE_NEXUS_RECOVERY_MAX_INTERVAL", &a.recovery_max_interval, recovery_max_interval),
+            ("SPIKE_NEXUS_KEEPER_TIMEOUT", &a.keeper_timeout, keeper_timeout),
+        ] {
+            if d < Duration::from_millis(10) {
+                return Err(ConfigError::Invalid {
+                    name,
+                    value: value.clone(),
+                    expected: "a duration of at least 10ms, e.g. \"5s\"",
+                });
+            }
+        }
+        let audit = match a.audit_log.as_deref() {
+            Some("-") => AuditSink::Stderr,
+            Some(path) if !path.is_empty() => AuditSink::File(PathBuf::from(path)),
+            _ => AuditSink::File(a.data_dir.join("audit.log")),
+        };
+        let per_second = parse_bounded("SPIKE_NEXUS_RATE_LIMIT", &a.rate_limit, 1, 1_000_000)?;
+        Ok(Self {
+            listen: parse_listen_addr("SPIKE_NEXUS_TLS_PORT", &a.tls_port)?,
+            backend: BackendKind::parse(&a.backend_store)?,
+            data_dir: a.data_dir,
+            trust_roots,
+            // The bound above keeps this within 1..=10_000.
+            max_secret_versions: NonZeroU32::new(max_versions as u32)
+                .unwrap_or(spike_core::store::versioned::DEFAULT_MAX_VERSIONS),
+            shamir_shares: shares as usize,
+            shamir_threshold: threshold as usize,
+            keeper_peers,
+            audit,
+            max_body_bytes: parse_bounded(
+                "SPIKE_NEXUS_MAX_BODY_BYTES",
+                &a.max_body_bytes,
+                1024,
+                64 << 20,
+            )? as usize,
+            max_cipher_bytes: parse_bounded(
+                "SPIKE_NEXUS_CRYPTO_MAX_CIPHERTEXT_SIZE",
+                &a.max_cipher_bytes,
+                1,
+                64 << 20,
+            )? as usize,
+            rate_limit: RateLimit {
+                per_second: per_second as f64,
+                burst: u32::try_from(per_second.saturating_mul(2)).unwrap_or(u32::MAX),
+            },
+            header_read_timeout: parse_duration(
+                "SPIKE_NEXUS_HEADER_READ_TIMEOUT",
+                &a.header_read_timeout,
+            )?,
+            keeper_update_interval,
+            recovery_max_interval,
+            keeper_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        nexus: NexusArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<NexusConfig, ConfigError> {
+        let mut argv = vec!["spike-nexus"];
+        argv.extend_from_slice(args);
+        NexusConfig::try_from(Cli::try_parse_from(argv).unwrap().nexus)
+    }
+
+    #[test]
+    fn defaults_follow_spike() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen.port(), 8553);
+        assert_eq!(c.backend, BackendKind::Sled);
+        assert_eq!((c.shamir_shares, c.shamir_threshold), (3, 2));
+        assert_eq!(c.max_secret_versions.get(), 10);
+        assert_eq!(c.trust_roots.pilot, "spike.ist");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_the_accepted_values() {
+        let err = parse(&["--backend-store", "sqlite"]).unwrap_err().to_string();
+        assert!(err.contains("SPIKE_NEXUS_BACKEND_STORE") && err.contains("sled"), "{err}");
+        let err = parse(&["--shamir-threshold", "4"]).unwrap_err().to_string();
+        assert!(err.contains("between 1 and 3"), "{err}");
+        let err = parse(&["--shamir-threshold", "1"]).unwrap_err().to_string();
+        assert!(err.contains("only allowed"), "{err}");
+        let err = parse(&["--keeper-peers", "http://x"]).unwrap_err().to_string();
+        assert!(err.contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn keeper_settings_follow_spike_and_match_the_share_count() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.keeper_update_interval, Duration::from_secs(300));
+        assert_eq!(c.recovery_max_interval, Duration::from_secs(60));
+        let c = parse(&[
+            "--keeper-peers",
+            "https://127.0.0.1:1, https://127.0.0.1:2,https://127.0.0.1:3",
+            "--keeper-update-interval",
+            "2s",
+            "--recovery-max-interval",
+            "500ms",
+        ])
+        .unwrap();
+        assert_eq!(c.keeper_peers.len(), 3);
+        assert_eq!(c.keeper_update_interval, Duration::from_secs(2));
+        assert_eq!(c.recovery_max_interval, Duration::from_millis(500));
+        let err = parse(&["--keeper-peers", "https://127.0.0.1:1,https://127.0.0.1:2"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SPIKE_NEXUS_SHAMIR_SHARES is 3"), "{err}");
+        let err = parse(&["--keeper-update-interval", "5"]).unwrap_err().to_string();
+        assert!(err.contains("SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL"), "{err}");
+        let err = parse(&["--keeper-timeout", "0s"]).unwrap_err().to_string();
+        assert!(err.contains("at least 10ms"), "{err}");
+    }
+}

@@ -1,0 +1,163 @@
+//! `/v1/operator/recover`, `/v1/operator/restore` and the spike-rs extension
+//! `/v1/operator/rotate`.
+//!
+//! Recover hands the recover role the root key's shards for offline backup. Restore takes
+//! shards one at a time from the restore role until enough recombine to the key the store was
+//! sealed with (checked against the store's key check value): a shard that conflicts with one
+//! already received is refused and the first kept; a set that does not verify keeps every
+//! shard and asks for more, so a single bad shard never loses the good ones.
+
+use std::collections::BTreeMap;
+
+use spike_core::identity::Role;
+use spike_core::secret::KeeperShare;
+use spike_core::shamir;
+use spike_core::wire::operator::*;
+use spike_core::wire::{FallbackResponse, ShardBytes};
+
+use super::Ctx;
+use crate::nexus::config::BackendKind;
+use crate::nexus::reply::Reply;
+
+/// Most t-subsets tried when the received shards contain a bad one.
+const MAX_COMBINATIONS: usize = 1024;
+
+/// Returns every shard of the root key (recover role only; persistent backends only).
+pub fn recover(ctx: &Ctx<'_>) -> Reply {
+    let run = || -> Result<Reply, Reply> {
+        let _: RecoverRequest = ctx.decode::<_, RecoverResponse>()?;
+        if !ctx.state.config().trust_roots.is(ctx.caller, Role::PilotRecover) {
+            return Err(Reply::denied::<RecoverResponse>());
+        }
+        if ctx.state.config().backend == BackendKind::Memory {
+            return Err(Reply::bad_request::<RecoverResponse>());
+        }
+        let unsealed = ctx.unsealed::<RecoverResponse>()?;
+        let cfg = ctx.state.config();
+        let shares = shamir::split(unsealed.root(), cfg.shamir_threshold, cfg.shamir_shares)
+            .map_err(|e| {
+                tracing::error!(error = %e, "splitting the root key failed");
+                Reply::internal::<RecoverResponse>()
+            })?;
+        let shards: BTreeMap<u64, ShardBytes> = shares
+            .iter()
+            .map(|s| (u64::from(s.index()), ShardBytes::from_keeper_share(s)))
+            .collect();
+        Ok(Reply::ok(&RecoverResponse { shards: Some(shards), err: None }))
+    };
+    run().unwrap_or_else(|r| r)
+}
+
+/// Accepts one shard; unseals Nexus once enough shards recombine to the store's key.
+pub fn restore(ctx: &Ctx<'_>) -> Reply {
+    let run = || -> Result<Reply, Reply> {
+        let req: RestoreRequest = ctx.decode::<_, RestoreResponse>()?;
+        let cfg = ctx.state.config();
+        if !cfg.trust_roots.is(ctx.caller, Role::PilotRestore) {
+            return Err(Reply::denied::<RestoreResponse>());
+        }
+        if cfg.backend == BackendKind::Memory {
+            return Err(Reply::bad_request::<RestoreResponse>());
+        }
+        req.validate(shamir::MAX_SHARES as u64).map_err(Reply::fail::<RestoreResponse>)?;
+        let threshold = cfg.shamir_threshold;
+        if ctx.state.is_ready() {
+            let done = RestoreResponse {
+                collected: threshold as i64,
+                restored: true,
+                ..Default::default()
+            };
+            return Ok(Reply::ok(&done));
+        }
+        let Some(shard) = req.shard.as_ref() else {
+            return Err(Reply::bad_request::<RestoreResponse>());
+        };
+        // validate() bounds the id to 1..=255.
+        let index = u8::try_from(req.id).map_err(|_| Reply::bad_request::<RestoreResponse>())?;
+        let mut progress = ctx.state.restore.lock().unwrap_or_else(|p| p.into_inner());
+        progress.add(shard.to_keeper_share(index)).map_err(|reason| {
+            tracing::warn!(shard = index, reason, "restore shard refused");
+            Reply::bad_request::<RestoreResponse>()
+        })?;
+        let collected = progress.collected();
+        if collected < threshold {
+            let resp = RestoreResponse {
+                collected: collected as i64,
+                remaining: (threshold - collected) as i64,
+                restored: false,
+                err: None,
+            };
+            return Ok(Reply::ok(&resp));
+        }
+        let shares = progress.shares();
+        if try_subsets(ctx, &shares, threshold) {
+            progress.clear();
+            let resp = RestoreResponse {
+                collected: collected as i64,
+                remaining: 0,
+                restored: true,
+                err: None,
+            };
+            return Ok(Reply::ok(&resp));
+        }
+        tracing::warn!(
+            collected,
+            threshold,
+            "received shards do not recombine to this store's root key; send another shard"
+        );
+        let resp = RestoreResponse {
+            collected: collected as i64,
+            remaining: 1,
+            restored: false,
+            err: None,
+        };
+        Ok(Reply::ok(&resp))
+    };
+    run().unwrap_or_else(|r| r)
+}
+
+/// Tries t-subsets of `shares` (bounded) until one unseals the store.
+fn try_subsets(ctx: &Ctx<'_>, shares: &[KeeperShare], threshold: usize) -> bool {
+    let n = shares.len();
+    let mut idx: Vec<usize> = (0..threshold).collect();
+    for _ in 0..MAX_COMBINATIONS {
+        let subset: Vec<KeeperShare> = idx.iter().map(|&i| shares[i].duplicate()).collect();
+        if let Ok(root) = shamir::combine(&subset, threshold) {
+            match ctx.state.unseal(root) {
+                Ok(()) => return true,
+                Err(e) => tracing::debug!(error = %e, "a shard subset did not verify"),
+            }
+        }
+        // Next combination in lexicographic order.
+        let Some(pos) = (0..threshold).rev().find(|&i| idx[i] < n - threshold + i) else {
+            return false;
+        };
+        idx[pos] += 1;
+        for j in pos + 1..threshold {
+            idx[j] = idx[j - 1] + 1;
+        }
+    }
+    false
+}
+
+/// Adds a keyring term and re-encrypts older records in the background (superuser only).
+pub fn rotate(ctx: &Ctx<'_>) -> Reply {
+    let run = || -> Result<Reply, Reply> {
+        if !ctx.state.config().trust_roots.is_superuser(ctx.caller) {
+            return Err(Reply::denied::<FallbackResponse>());
+        }
+        let unsealed = ctx.unsealed::<FallbackResponse>()?;
+        let term = unsealed.vault().rotate(unsealed.root()).map_err(|e| {
+            tracing::error!(error = %e, "keyring rotation failed");
+            Reply::internal::<FallbackResponse>()
+        })?;
+        let background = unsealed.clone();
+        std::thread::spawn(move || match background.vault().reencrypt() {
+            Ok(report) => tracing::info!(?report, "re-encryption after rotation finished"),
+            Err(e) => tracing::error!(error = %e, "re-encryption after rotation failed"),
+        });
+        let body = serde_json::json!({ "term": term });
+        Ok(Reply::ok(&body))
+    };
+    run().unwrap_or_else(|r| r)
+}

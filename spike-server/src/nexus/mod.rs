@@ -1,0 +1,132 @@
+//! spike-nexus: the secret store, speaking SPIKE's v1 REST protocol over SPIFFE mTLS.
+//!
+//! - [`config`]: SPIKE's environment variables → [`NexusConfig`];
+//! - [`state`]: backend, root key slot, policy cache, restore progress, counters;
+//! - [`authz`]: SPIKE's roles and policy checks;
+//! - [`router`]: dispatch in SPIKE's order, audit before response;
+//! - [`handlers`]: one module per route family.
+
+pub mod authz;
+pub mod config;
+pub mod handlers;
+pub mod recovery;
+pub mod reply;
+pub mod router;
+pub mod state;
+
+pub use config::{AuditSink, BackendKind, NexusArgs, NexusConfig};
+pub use router::{Caller, router};
+pub use state::{NexusError, NexusState};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use spike_client::identity::IdentitySource;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running Nexus: its address, its state, and a way to stop it.
+#[derive(Debug)]
+pub struct RunningNexus {
+    addr: SocketAddr,
+    state: Arc<NexusState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    /// Recovery from (and re-arming of) the Keepers, when configured.
+    recovery: Option<JoinHandle<()>>,
+}
+
+impl RunningNexus {
+    /// The address it listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its shared state (readiness, unsealing).
+    pub fn state(&self) -> &Arc<NexusState> {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and returns when done.
+    pub async fn shutdown(mut self) {
+        if let Some(recovery) = self.recovery.take() {
+            recovery.abort();
+            // Wait until it has let go of the state (and so of the store).
+            let _ = recovery.await;
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Opens the store, binds the listener and serves SPIKE's v1 API over mTLS with the SVID from
+/// `source`. Returns once listening.
+pub async fn start(
+    config: NexusConfig,
+    source: IdentitySource,
+) -> Result<RunningNexus, NexusError> {
+    let trust_domains = config
+        .trust_roots
+        .accepted()
+        .iter()
+        .map(spiffe::TrustDomain::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NexusError::Tls(format!("invalid trust domain in SPIKE_TRUST_ROOT*: {e}")))?;
+    let keeper_source = source.clone();
+    let tls = crate::tls::mtls_server(source)
+        .trust_domains(trust_domains)
+        .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
+        .build()
+        .map_err(|e| NexusError::Tls(e.to_string()))?;
+    let header_timeout = config.header_read_timeout;
+    let listen = config.listen;
+    let state = NexusState::open(config)?;
+    let locks = spike_core::secret::memory_lock_status();
+    if locks.failed > 0 {
+        tracing::warn!(
+            failed = locks.failed,
+            "could not mlock key material (raise RLIMIT_MEMLOCK, e.g. `ulimit -l`); keys may be \
+             swapped to disk"
+        );
+    }
+    let listener = crate::listener::bind(listen)
+        .await
+        .map_err(|source| NexusError::Io { what: "binding the Nexus listener".into(), source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| NexusError::Io { what: "reading the listen address".into(), source })?;
+    let app = router(state.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(crate::listener::serve_mtls(
+        listener,
+        Arc::new(tls),
+        header_timeout,
+        move |peer| app.clone().layer(Extension(Caller(Arc::from(peer.to_string())))),
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(10),
+    ));
+    let recovery = recovery::spawn(state.clone(), keeper_source)?;
+    tracing::info!(%addr, ready = state.is_ready(), "spike-nexus listening");
+    Ok(RunningNexus { addr, state, stop: Some(stop), task, recovery })
+}
+
+/// Runs Nexus until SIGINT or SIGTERM: the body of the `spike-nexus` binary.
+pub async fn run(config: NexusConfig) -> Result<(), NexusError> {
+    let source = IdentitySource::from_env().await.map_err(|e| NexusError::Tls(e.to_string()))?;
+    let nexus = start(config, source).await?;
+    crate::shutdown::signal().await;
+    tracing::info!("shutting down");
+    nexus.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! Nexus's shared state: the backend, the root key slot, the policy cache and the counters.
+//!
+//! Until a root key is present the state is *sealed*: only operator restore can change that
+//! (and, with the Keepers issue, recovery from Keepers). Unsealing opens the [`Vault`], which
+//! checks the root key against the store's key check value and refuses a wrong one loudly.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use spike_core::crypto::derive_key;
+use spike_core::crypto::service::CIPHER_PURPOSE;
+use spike_core::policy::{Policy, PolicySet};
+use spike_core::secret::{DataKey, KeeperShare, RootKey};
+use spike_core::shamir;
+use spike_core::store::{Backend, MemoryBackend, SecretStoreConfig, SledBackend, Vault};
+
+use super::config::{AuditSink, BackendKind, NexusConfig};
+use crate::audit::AuditLog;
+use crate::limits::RateLimiter;
+
+/// Why Nexus could not start or unseal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NexusError {
+    /// The storage layer failed or refused the key.
+    #[error(transparent)]
+    Core(#[from] spike_core::Error),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// A filesystem or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TLS or identity layer failed.
+    #[error("identity/TLS: {0}")]
+    Tls(String),
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::error::ConfigError),
+}
+
+/// Everything that exists only while the root key is known.
+pub struct Unsealed {
+    root: RootKey,
+    vault: Vault,
+    policies: RwLock<Arc<PolicySet>>,
+    cipher_key: DataKey,
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsealed").field("vault", &self.vault).finish_non_exhaustive()
+    }
+}
+
+impl Unsealed {
+    /// The root key (for recover, bootstrap verify and rotation).
+    pub fn root(&self) -> &RootKey {
+        &self.root
+    }
+
+    /// The encrypted store.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// The key of the cipher service (derived from the root key for that purpose only).
+    pub fn cipher_key(&self) -> &DataKey {
+        &self.cipher_key
+    }
+
+    /// The current compiled policies.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every stored policy, keyed by name.
+    pub fn load_policies(&self) -> Result<BTreeMap<String, Policy>, spike_core::Error> {
+        let mut out = BTreeMap::new();
+        for (name, bytes) in self.vault.policies().list()? {
+            let policy: Policy = serde_json::from_slice(&bytes).map_err(|_| {
+                spike_core::error::StoreError::Invalid(format!(
+                    "stored policy {name:?} does not decode; restore it from a backup"
+                ))
+            })?;
+            out.insert(name, policy);
+        }
+        Ok(out)
+    }
+
+    /// Adds a keyring term once the current one has sealed half its safe limit of records
+    /// (random nonces; see `spike_core::crypto::keyring`). Called after writes, so rotation
+    /// happens long before the hard limit could refuse a write.
+    pub fn rotate_keyring_if_due(&self) {
+        if self.vault.keyring().needs_rotation() {
+            match self.vault.rotate(&self.root) {
+                Ok(term) => tracing::info!(term, "keyring term reached its seal budget; rotated"),
+                Err(e) => tracing::error!(error = %e, "automatic keyring rotation failed"),
+            }
+        }
+    }
+
+    /// Recompiles the policy cache from the store (after a policy change).
+    pub fn reload_policies(&self) -> Result<(), spike_core::Error> {
+        let policies = self.load_policies()?;
+        let set = PolicySet::compile(policies.values())?;
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+}
+
+/// Shards received through operator restore, waiting for the threshold.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    shares: BTreeMap<u8, KeeperShare>,
+}
+
+impl RestoreProgress {
+    /// Shards held.
+    pub fn collected(&self) -> usize {
+        self.shares.len()
+    }
+
+    /// Adds a shard. The same index with the same bytes is not counted twice; the same index
+    /// with different bytes is refused and the first one kept.
+    pub fn add(&mut self, share: KeeperShare) -> Result<(), &'static str> {
+        if let Some(existing) = self.shares.get(&share.index()) {
+            let same: bool = subtle::ConstantTimeEq::ct_eq(
+                &existing.expose_secret()[..],
+                &share.expose_secret()[..],
+            )
+            .into();
+            return if same {
+                Ok(())
+            } else {
+                Err("a different shard with this id was already received; the first one is kept")
+            };
+        }
+        self.shares.insert(share.index(), share);
+        Ok(())
+    }
+
+    /// The shards, for recombination attempts.
+    pub fn shares(&self) -> Vec<KeeperShare> {
+        self.shares.values().map(KeeperShare::duplicate).collect()
+    }
+
+    /// Forgets every shard (after a successful restore).
+    pub fn clear(&mut self) {
+        self.shares.clear();
+    }
+}
+
+/// Request counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    rate_limited: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one request to `route` (a known route path, or "other") answered with `status`.
+    pub fn count(&self, route: &'static str, status: u16) {
+        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((route, status)).or_default() += 1;
+    }
+
+    /// Counts one request refused by the rate limiter.
+    pub fn count_rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn render(&self, ready: bool, audit_lines: u64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP spike_nexus_ready 1 when the root key is present.\n");
+        out.push_str("# TYPE spike_nexus_ready gauge\n");
+        out.push_str(&format!("spike_nexus_ready {}\n", u8::from(ready)));
+        out.push_str("# HELP spike_nexus_requests_total Requests by route and status.\n");
+        out.push_str("# TYPE spike_nexus_requests_total counter\n");
+        let m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        for ((route, status), n) in m.iter() {
+            out.push_str(&format!(
+                "spike_nexus_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
+            ));
+        }
+        out.push_str("# HELP spike_nexus_rate_limited_total Requests refused by rate limits.\n");
+        out.push_str("# TYPE spike_nexus_rate_limited_total counter\n");
+        out.push_str(&format!(
+            "spike_nexus_rate_limited_total {}\n",
+            self.rate_limited.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP spike_audit_lines Audit lines in the chain.\n");
+        out.push_str("# TYPE spike_audit_lines counter\n");
+        out.push_str(&format!("spike_audit_lines {audit_lines}\n"));
+        out
+    }
+}
+
+/// Nexus's shared state; handlers get it behind an `Arc`.
+pub struct NexusState {
+    config: NexusConfig,
+    backend: Arc<dyn Backend>,
+    unsealed: RwLock<Option<Arc<Unsealed>>>,
+    /// Shards received through operator restore.
+    pub restore: Mutex<RestoreProgress>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Per-caller rate limits.
+    pub limiter: RateLimiter,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+    /// Where recovery of the root key from the Keepers stands (for `/readyz` and logs).
+    pub recovery: super::recovery::RecoveryStatus,
+}
+
+impl std::fmt::Debug for NexusState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NexusState")
+            .field("backend", &self.config.backend)
+            .field("ready", &self.is_ready())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NexusState {
+    /// Opens the backend and the audit log. The memory backend is unsealed at once with a
+    /// fresh root key; a persistent backend starts sealed.
+    pub fn open(config: NexusConfig) -> Result<Arc<Self>, NexusError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NexusError::Io {
+            what: format!("creating data directory {}", config.data_dir.display()),
+            source,
+        })?;
+        let backend: Arc<dyn Backend> = match config.backend {
+            BackendKind::Memory => Arc::new(MemoryBackend::new()),
+            BackendKind::Sled => Arc::new(
+                SledBackend::open(config.data_dir.join("sled")).map_err(spike_core::Error::from)?,
+            ),
+        };
+        let audit = match &config.audit {
+            AuditSink::File(path) => AuditLog::open_file(path)?,
+            AuditSink::Stderr => AuditLog::to_writer("stderr", Box::new(std::io::stderr())),
+        };
+        let state = Arc::new(Self {
+            limiter: RateLimiter::new(config.rate_limit),
+            backend,
+            unsealed: RwLock::new(None),
+            restore: Mutex::new(RestoreProgress::default()),
+            audit,
+            metrics: Metrics::default(),
+            recovery: super::recovery::RecoveryStatus::default(),
+            config,
+        });
+        if state.config.backend == BackendKind::Memory {
+            state.unseal(shamir::generate_root_key().map_err(spike_core::Error::from)?)?;
+        }
+        Ok(state)
+    }
+
+    /// The configuration Nexus runs with.
+    pub fn config(&self) -> &NexusConfig {
+        &self.config
+    }
+
+    /// The storage backend (ciphertext only).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// True once the root key is present.
+    pub fn is_ready(&self) -> bool {
+        self.unsealed.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// The unsealed state, if the root key is present.
+    pub fn unsealed(&self) -> Option<Arc<Unsealed>> {
+        self.unsealed.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opens the store with `root`: verifies it against the stored key check value (a wrong
+    /// key is refused with `WrongRootKey`), loads policies, and starts serving. Unsealing an
+    /// already unsealed Nexus with the same key is a no-op; with another key it is refused.
+    pub fn unseal(&self, root: RootKey) -> Result<(), NexusError> {
+        let mut slot = self.unsealed.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = slot.as_ref() {
+            return if current.root.ct_eq(&root) {
+                Ok(())
+            } else {
+                Err(spike_core::Error::Crypto(spike_core::error::CryptoError::WrongRootKey).into())
+            };
+        }
+        let store_config =
+            SecretStoreConfig::new().with_max_versions(self.config.max_secret_versions);
+        let vault = Vault::open_with(self.backend.clone(), &root, store_config)?;
+        let unsealed = Unsealed {
+            cipher_key: derive_key(&root, CIPHER_PURPOSE),
+            root,
+            vault,
+            policies: RwLock::new(Arc::new(PolicySet::empty())),
+        };
+        unsealed.reload_policies()?;
+        *slot = Some(Arc::new(unsealed));
+        tracing::info!("root key accepted; Nexus is ready");
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! spike-rs multi-process tests: the real `spike-nexus`, `spike-keeper` and `spike-bootstrap`
+//! binaries on 127.0.0.1, killed with SIGKILL and restarted (harness: `spike_e2e`).
+//!
+//! One test binary, one module per concern (ripgrep's layout):
+//! - `recovery`: Keepers, Bootstrap and automatic recovery — a Nexus restart needs no human,
+//!   a lost Keeper is re-armed, a total loss is undone by operator restore, and only Nexus may
+//!   read a shard.
+#![forbid(unsafe_code)]
+
+mod recovery;

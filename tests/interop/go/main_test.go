@@ -1,0 +1,340 @@
+// Package interop proves the drop-in claim with clients nobody on the spike-rs team wrote:
+// SPIKE's own Go SDK (github.com/spiffe/spike-sdk-go, unmodified) and go-spiffe talk to
+// spike-rs's `spike-dev-agent` (SPIFFE Workload API) and `spike-nexus` (SPIKE v1 REST).
+//
+// TestMain starts both binaries from target/debug (build them first:
+// `cargo build -p spike-dev-agent -p spike-nexus`), runs the tests against them and stops
+// them. Every wait is bounded.
+package interop
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	sdkErrors "github.com/spiffe/spike-sdk-go/errors"
+)
+
+const (
+	trustDomain = "spike.ist"
+	nexusID     = "spiffe://spike.ist/spike/nexus"
+	superuserID = "spiffe://spike.ist/spike/pilot/role/superuser"
+	liteID      = "spiffe://spike.ist/spike/workload/role/lite"
+	// demoID is a plain workload: it may do only what a policy grants it.
+	demoID = "spiffe://spike.ist/workload/demo"
+
+	// svidTTL is short so that the rotation test sees a new SVID within seconds (the agent
+	// re-issues at half the TTL); every other test runs across rotations too.
+	svidTTL = 6 * time.Second
+
+	startTimeout = 60 * time.Second
+	callTimeout  = 20 * time.Second
+)
+
+// sys is the running system, set by TestMain.
+var sys *system
+
+type system struct {
+	root     string // repository root
+	dir      string // scratch directory: sockets, data, logs
+	sockDir  string
+	nexusURL string // https://127.0.0.1:<port>
+	addr     string // 127.0.0.1:<port>
+	agent    *proc
+	nexus    *proc
+}
+
+// proc is a child process; done closes once it has exited and been reaped.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill stops the child (SIGKILL) and waits up to 5 s for it to be reaped.
+func (p *proc) kill() {
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	s, err := startSystem()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "interop: cannot start the system: %v\n", err)
+		if s != nil {
+			s.dumpLogs()
+			s.stop()
+		}
+		return 1
+	}
+	sys = s
+	code := m.Run()
+	if code != 0 {
+		s.dumpLogs()
+	}
+	s.stop()
+	return code
+}
+
+// socket is the SPIFFE_ENDPOINT_SOCKET value of one dev-agent entry.
+func (s *system) socket(name string) string {
+	return "unix://" + filepath.Join(s.sockDir, name+".sock")
+}
+
+func repoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	root := filepath.Clean(filepath.Join(wd, "..", "..", ".."))
+	if _, err := os.Stat(filepath.Join(root, "Cargo.toml")); err != nil {
+		return "", fmt.Errorf("repository root not found at %s: %w", root, err)
+	}
+	return root, nil
+}
+
+func binary(root, name string) (string, error) {
+	dir := os.Getenv("CARGO_TARGET_DIR")
+	if dir == "" {
+		dir = filepath.Join(root, "target")
+	}
+	p := filepath.Join(dir, "debug", name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf(
+			"%s not found: run cargo build -p spike-dev-agent -p spike-nexus first", p)
+	}
+	return p, nil
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// hermeticEnv pins the environment both the children and the SDK read, so a developer's
+// shell settings cannot leak in.
+func hermeticEnv(s *system) {
+	for _, k := range []string{
+		"SPIKE_TRUST_ROOT_NEXUS", "SPIKE_TRUST_ROOT_PILOT", "SPIKE_TRUST_ROOT_KEEPER",
+		"SPIKE_TRUST_ROOT_BOOTSTRAP", "SPIKE_TRUST_ROOT_LITE_WORKLOAD", "SPIKE_NEXUS_URL",
+	} {
+		os.Unsetenv(k)
+	}
+	os.Setenv("SPIKE_TRUST_ROOT", trustDomain)
+	// The SDK builds every URL from this variable (config/env/url.go).
+	os.Setenv("SPIKE_NEXUS_API_URL", s.nexusURL)
+	// api.New() and SPIKE's Pilot read the Workload API address from here: Pilot runs as
+	// the superuser. Other identities use workloadapi.WithAddr explicitly.
+	os.Setenv("SPIFFE_ENDPOINT_SOCKET", s.socket("pilot-superuser"))
+	os.Setenv("SPIKE_SPIFFE_SOURCE_TIMEOUT", "20s")
+}
+
+func startSystem() (*system, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	agentBin, err := binary(root, "spike-dev-agent")
+	if err != nil {
+		return nil, err
+	}
+	nexusBin, err := binary(root, "spike-nexus")
+	if err != nil {
+		return nil, err
+	}
+	// Short base path: Unix socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "spike-go-")
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	s := &system{
+		root: root, dir: dir, sockDir: filepath.Join(dir, "sock"),
+		addr: addr, nexusURL: "https://" + addr,
+	}
+	hermeticEnv(s)
+
+	s.agent, err = s.spawn("agent", agentBin, nil,
+		"--socket-dir", s.sockDir,
+		"--svid-ttl", svidTTL.String(),
+		"--entry", "demo="+demoID,
+	)
+	if err != nil {
+		return s, err
+	}
+	if err := waitFor("the dev agent's sockets", 20*time.Second, func() error {
+		for _, n := range []string{"nexus", "pilot-superuser", "demo", "lite-workload"} {
+			if _, err := os.Stat(filepath.Join(s.sockDir, n+".sock")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, s.agent); err != nil {
+		return s, err
+	}
+
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return s, err
+	}
+	s.nexus, err = s.spawn("nexus", nexusBin, []string{
+		"SPIFFE_ENDPOINT_SOCKET=" + s.socket("nexus"),
+		"SPIKE_NEXUS_BACKEND_STORE=memory",
+		"SPIKE_NEXUS_TLS_PORT=" + addr,
+		"SPIKE_NEXUS_DATA_DIR=" + data,
+	})
+	if err != nil {
+		return s, err
+	}
+
+	// Ready = an mTLS handshake as the superuser, authorising Nexus by its SPIFFE ID.
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	src, err := workloadapi.NewX509Source(ctx,
+		workloadapi.WithClientOptions(workloadapi.WithAddr(s.socket("pilot-superuser"))))
+	if err != nil {
+		return s, fmt.Errorf("X509Source for pilot-superuser: %w", err)
+	}
+	defer src.Close()
+	conf := tlsconfig.MTLSClientConfig(src, src,
+		tlsconfig.AuthorizeID(spiffeid.RequireFromString(nexusID)))
+	err = waitFor("Nexus to accept mTLS on "+addr, startTimeout, func() error {
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: conf}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}, s.nexus)
+	return s, err
+}
+
+func (s *system) spawn(name, bin string, env []string, args ...string) (*proc, error) {
+	logf, err := os.Create(filepath.Join(s.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = s.dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = childAttrs()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// waitFor polls check until it succeeds, the process exits, or the timeout passes.
+func waitFor(what string, timeout time.Duration, check func() error, p *proc) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if last = check(); last == nil {
+			return nil
+		}
+		if p != nil && p.exited() {
+			return fmt.Errorf("waiting for %s: the process exited (%s)", what,
+				p.cmd.ProcessState)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("waiting for %s: gave up after %s: %v", what, timeout, last)
+}
+
+func (s *system) stop() {
+	s.nexus.kill()
+	s.agent.kill()
+	if os.Getenv("SPIKE_INTEROP_KEEP") == "" {
+		_ = os.RemoveAll(s.dir)
+	} else {
+		fmt.Fprintf(os.Stderr, "interop: kept %s\n", s.dir)
+	}
+}
+
+func (s *system) dumpLogs() {
+	for _, n := range []string{"agent", "nexus"} {
+		b, err := os.ReadFile(filepath.Join(s.dir, n+".log"))
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(lines) > 60 {
+			lines = lines[len(lines)-60:]
+		}
+		fmt.Fprintf(os.Stderr, "---- last lines of %s.log ----\n%s\n", n,
+			strings.Join(lines, "\n"))
+	}
+}
+
+// source returns a go-spiffe X509Source for the dev-agent entry `name`, closed at the end
+// of the test.
+func source(t *testing.T, name string) *workloadapi.X509Source {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	src, err := workloadapi.NewX509Source(ctx,
+		workloadapi.WithClientOptions(workloadapi.WithAddr(sys.socket(name))))
+	if err != nil {
+		t.Fatalf("X509Source for %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	return src
+}
+
+// ctx is a per-call context with a bound.
+func ctx(t *testing.T) context.Context {
+	t.Helper()
+	c, cancel := context.WithTimeout(context.Background(), callTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+// isCode reports whether err (an SDK error, possibly nil) carries want's error code, the way
+// SPIKE's callers test it (SDKError.Is compares codes).
+func isCode(err *sdkErrors.SDKError, want *sdkErrors.SDKError) bool {
+	return err != nil && err.Is(want)
+}
