@@ -29,11 +29,15 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::backend::{Backend, Batch, Commit, Write};
 use crate::error::StoreError;
+
+/// How long [`SledBackend::open`] waits for a directory lock held by someone else.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// A [`Backend`] on a sled database directory; every acknowledged write is on disk.
 pub struct SledBackend {
@@ -59,16 +63,34 @@ pub struct FlushStats {
 
 impl SledBackend {
     /// Opens (or creates) the database in directory `path`.
+    ///
+    /// sled locks the directory for one open database. After a database in this process is
+    /// dropped, sled's background I/O threads may hold it for a few more milliseconds, so a
+    /// lock held by someone else is waited for up to five seconds before giving up; a second
+    /// process that keeps the directory open still gets a clear error.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        let db = sled::Config::new().path(path).open().map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot open the sled database at {}: {e}; check the directory exists, is \
-                 writable and is not open in another process",
-                path.display()
-            ))
-        })?;
-        Ok(Self::from_db(db))
+        Self::open_waiting(path.as_ref(), LOCK_WAIT)
+    }
+
+    fn open_waiting(path: &Path, lock_wait: Duration) -> Result<Self, StoreError> {
+        let deadline = Instant::now() + lock_wait;
+        loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => return Ok(Self::from_db(db)),
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(StoreError::Backend(format!(
+                        "cannot open the sled database at {}: {e}; check the directory exists, \
+                         is writable and is not open in another process",
+                        path.display()
+                    )));
+                }
+            }
+        }
     }
 
     /// Wraps an already opened database (e.g. one configured with `sled::Config`).
@@ -284,7 +306,6 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::{Arc, Barrier};
-    use std::time::Duration;
 
     #[test]
     fn concurrent_writers_share_flushes_and_each_waits_for_one_started_after_its_write() {
@@ -357,5 +378,15 @@ mod tests {
         let b = SledBackend::open(dir.path()).unwrap();
         assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"w"[..]));
         assert_eq!(b.keys_with_prefix("").unwrap(), ["j", "k"]);
+    }
+
+    #[test]
+    fn a_directory_held_open_is_refused_with_a_clear_error_after_the_lock_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = SledBackend::open(dir.path()).unwrap();
+        let err = SledBackend::open_waiting(dir.path(), Duration::from_millis(100)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("not open in another process"), "{text}");
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
     }
 }
