@@ -97,18 +97,42 @@ impl Keyring {
         aead::open(&term.key, aad, record)
     }
 
-    /// Adds a fresh data key as the new current term and returns its number. Records sealed
-    /// under older terms stay readable.
+    /// Adds a fresh data key as the new current term and returns its number: one above the
+    /// highest term known, so a term learnt from another replica (see [`Keyring::absorb`]) is
+    /// never reused. Records sealed under older terms stay readable.
     pub fn rotate(&self) -> Result<u32, CryptoError> {
         let key = DataKey::generate()?;
         let mut terms = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let next = terms
-            .current
+        let highest = terms.by_term.keys().next_back().copied().unwrap_or(terms.current);
+        let next = highest
             .checked_add(1)
             .ok_or(CryptoError::Malformed("keyring term counter exhausted"))?;
         terms.by_term.insert(next, Term { key, seals: AtomicU64::new(0) });
         terms.current = next;
         Ok(next)
+    }
+
+    /// True if this keyring can open records sealed under `term`.
+    pub fn contains_term(&self, term: u32) -> bool {
+        self.read().by_term.contains_key(&term)
+    }
+
+    /// Learns, for reading only, every term of `other` this keyring lacks (terms that other
+    /// Nexus replicas sharing the store added and persisted); returns how many were added. The
+    /// current term, used for sealing, does not change.
+    pub fn absorb(&self, other: &Keyring) -> usize {
+        let theirs = other.read();
+        let mut ours = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut added = 0;
+        for (no, term) in &theirs.by_term {
+            if !ours.by_term.contains_key(no) {
+                let mut bytes = *term.key.expose_secret();
+                let key = DataKey::from_bytes(&mut bytes);
+                ours.by_term.insert(*no, Term { key, seals: AtomicU64::new(0) });
+                added += 1;
+            }
+        }
+        added
     }
 
     /// True once the current term has sealed [`TERM_ROTATION_THRESHOLD`] records.
@@ -130,16 +154,23 @@ impl Keyring {
             plain.extend_from_slice(&no.to_be_bytes());
             plain.extend_from_slice(term.key.expose_secret());
         }
-        let kek = derive_key(root, WRAP_PURPOSE);
-        aead::seal(&kek, 0, &Aad::new(RecordKind::Keyring, WRAP_NAME, 0), &plain)
+        aead::seal(&wrapping_key(root), 0, &Aad::new(RecordKind::Keyring, WRAP_NAME, 0), &plain)
     }
 
     /// Opens a keyring written by [`Keyring::wrap`] and starts a fresh term for new writes
     /// (see the module docs for why). Fails with [`CryptoError::Integrity`] under the wrong
     /// root key or if the stored bytes were altered.
     pub fn unwrap(root: &RootKey, wrapped: &[u8]) -> Result<Self, CryptoError> {
-        let kek = derive_key(root, WRAP_PURPOSE);
-        let plain = aead::open(&kek, &Aad::new(RecordKind::Keyring, WRAP_NAME, 0), wrapped)?;
+        let ring = Self::unwrap_as_stored(&wrapping_key(root), wrapped)?;
+        ring.rotate()?;
+        Ok(ring)
+    }
+
+    /// Opens a keyring written by [`Keyring::wrap`] exactly as stored, without a fresh term:
+    /// for learning other replicas' terms, never for sealing (see [`Keyring::absorb`]).
+    /// `kek` comes from [`wrapping_key`].
+    pub fn unwrap_as_stored(kek: &DataKey, wrapped: &[u8]) -> Result<Self, CryptoError> {
+        let plain = aead::open(kek, &Aad::new(RecordKind::Keyring, WRAP_NAME, 0), wrapped)?;
         let bad = CryptoError::Malformed("wrapped keyring has an invalid layout");
         let read_u32 = |at: usize| -> Result<u32, CryptoError> {
             let bytes = plain.get(at..at + 4).ok_or(bad.clone())?;
@@ -162,10 +193,13 @@ impl Keyring {
         if !by_term.contains_key(&current) {
             return Err(bad);
         }
-        let ring = Self { inner: RwLock::new(Terms { by_term, current }) };
-        ring.rotate()?;
-        Ok(ring)
+        Ok(Self { inner: RwLock::new(Terms { by_term, current }) })
     }
+}
+
+/// The key that wraps a keyring for storage, derived from the root key for that purpose only.
+pub fn wrapping_key(root: &RootKey) -> DataKey {
+    derive_key(root, WRAP_PURPOSE)
 }
 
 impl Drop for Terms {
@@ -234,5 +268,25 @@ mod tests {
         let ring = Keyring::generate().unwrap();
         let s = format!("{ring:?}");
         assert!(s.contains("current_term: 1"), "{s}");
+    }
+
+    #[test]
+    fn absorbing_another_replicas_terms_keeps_the_sealing_term_and_never_reuses_a_number() {
+        let ours = Keyring::generate().unwrap();
+        let wrapped = ours.wrap(&root(1)).unwrap();
+        // Another replica opened the same stored keyring and started its own term (2).
+        let theirs = Keyring::unwrap(&root(1), &wrapped).unwrap();
+        let aad = Aad::new(RecordKind::Policy, "p", 0);
+        let rec = theirs.seal(&aad, b"x").unwrap();
+        assert_eq!(ours.open(&aad, &rec).unwrap_err(), CryptoError::UnknownTerm(2));
+        let stored =
+            Keyring::unwrap_as_stored(&wrapping_key(&root(1)), &theirs.wrap(&root(1)).unwrap())
+                .unwrap();
+        assert_eq!(stored.current_term(), 2, "no fresh term when only reading");
+        assert_eq!(ours.absorb(&stored), 1);
+        assert_eq!(ours.absorb(&stored), 0);
+        assert_eq!(&ours.open(&aad, &rec).unwrap()[..], b"x");
+        assert_eq!(ours.current_term(), 1, "absorbing must not change the sealing term");
+        assert_eq!(ours.rotate().unwrap(), 3, "rotation skips the absorbed term 2");
     }
 }

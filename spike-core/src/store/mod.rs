@@ -21,6 +21,7 @@
 //! | `p/<id>` | a policy | `Policy`, id, 0 |
 //! | `sys/keyring` | the keyring wrapped under the root key | (see `Keyring::wrap`) |
 //! | `sys/kcv` | key check value: HMAC of a label under the root key | not encrypted |
+//! | `sys/policy-gen` | random token replaced on every policy change | not encrypted |
 //!
 //! Secret keys are parsed from the end (`/m`, or `/v/` plus exactly 20 digits), so the mapping
 //! from (path, record) to key is injective even though paths contain `/`. Versions are
@@ -65,6 +66,9 @@ pub mod keys {
     pub const KEYRING: &str = "sys/keyring";
     /// The root key's key check value.
     pub const KEY_CHECK: &str = "sys/kcv";
+    /// A random token replaced on every policy change, so replicas sharing the store notice
+    /// changes made through another replica (see [`crate::store::PolicyStore::generation`]).
+    pub const POLICY_GENERATION: &str = "sys/policy-gen";
 
     const META_SUFFIX: &str = "/m";
     const VERSION_INFIX: &str = "/v/";
@@ -138,23 +142,83 @@ pub mod keys {
 /// Rotation builds a *new* keyring (all old terms plus a fresh one), persists it, and only then
 /// swaps it in here. Rotating the live keyring in place instead would let other threads seal
 /// under a term that a crash could still lose with the unpersisted keyring.
+///
+/// Several Nexus replicas sharing one backend each seal under a term of their own (every open
+/// starts one). A record sealed by another replica names a term this one has not seen: with a
+/// [source](SharedKeyring::with_source), [`SharedKeyring::learn_after`] reads the stored
+/// keyring again and learns its new terms for reading.
 #[derive(Debug, Clone)]
-pub struct SharedKeyring(Arc<RwLock<Arc<Keyring>>>);
+pub struct SharedKeyring {
+    slot: Arc<RwLock<Arc<Keyring>>>,
+    source: Option<Arc<KeyringSource>>,
+}
+
+/// Where a [`SharedKeyring`] re-reads the persisted keyring: the backend and the wrapping key.
+struct KeyringSource {
+    backend: Arc<dyn Backend>,
+    kek: crate::secret::DataKey,
+}
+
+impl std::fmt::Debug for KeyringSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyringSource").field("backend", &self.backend.name()).finish()
+    }
+}
 
 impl SharedKeyring {
     /// Shares `keyring`.
     pub fn new(keyring: Arc<Keyring>) -> Self {
-        Self(Arc::new(RwLock::new(keyring)))
+        Self { slot: Arc::new(RwLock::new(keyring)), source: None }
+    }
+
+    /// Shares `keyring`, able to learn terms other replicas persisted in `backend` under the
+    /// keyring wrapped with `kek` ([`crate::crypto::keyring::wrapping_key`]).
+    pub fn with_source(
+        keyring: Arc<Keyring>,
+        backend: Arc<dyn Backend>,
+        kek: crate::secret::DataKey,
+    ) -> Self {
+        Self {
+            slot: Arc::new(RwLock::new(keyring)),
+            source: Some(Arc::new(KeyringSource { backend, kek })),
+        }
     }
 
     /// The keyring to use for one operation.
     pub fn current(&self) -> Arc<Keyring> {
         // The slot only ever holds a complete Arc; poisoning cannot leave it half-written.
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.slot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn replace(&self, keyring: Arc<Keyring>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = keyring;
+        *self.slot.write().unwrap_or_else(|p| p.into_inner()) = keyring;
+    }
+
+    /// After `ring` failed with `e`: true if trying again can succeed because `e` names a term
+    /// that the keyring now knows, either since it was rotated here or since the term was
+    /// learnt from the stored keyring (written by another replica). Anything else, including
+    /// a stored keyring that does not open, is false: the caller reports its error.
+    pub fn learn_after(&self, ring: &Keyring, e: &StoreError) -> bool {
+        let StoreError::Corrupt(crate::error::CryptoError::UnknownTerm(term)) = e else {
+            return false;
+        };
+        let current = self.current();
+        if !std::ptr::eq(ring, Arc::as_ptr(&current)) {
+            return true;
+        }
+        let Some(source) = &self.source else {
+            return false;
+        };
+        let Ok(Some(wrapped)) = source.backend.get(keys::KEYRING) else {
+            return false;
+        };
+        match Keyring::unwrap_as_stored(&source.kek, &wrapped) {
+            Ok(stored) => {
+                current.absorb(&stored);
+                current.contains_term(*term)
+            }
+            Err(_) => false,
+        }
     }
 }
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::backend::Backend;
+use super::backend::{Backend, Batch, Commit};
 use super::{SharedKeyring, keys, open_record, seal_record};
 use crate::crypto::{Keyring, RecordKind};
 use crate::error::{CryptoError, StoreError};
+use crate::secret::fill_random;
 
 /// Longest accepted policy id, in bytes.
 pub const MAX_POLICY_ID_LEN: usize = 256;
@@ -36,12 +37,23 @@ impl PolicyStore {
         Self { backend, keyring }
     }
 
-    /// Stores `bytes` as the policy `id`, replacing any previous one.
+    /// Stores `bytes` as the policy `id`, replacing any previous one, and replaces the
+    /// [generation](PolicyStore::generation) in the same atomic write.
     pub fn put(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         check_id(id)?;
         let ring = self.keyring.current();
         let sealed = seal_record(&ring, RecordKind::Policy, id, 0, bytes)?;
-        self.backend.put(&keys::policy(id), &sealed)
+        let key = keys::policy(id);
+        let mut batch = Batch::new();
+        batch.put(&key, &sealed).put(keys::POLICY_GENERATION, &new_generation()?);
+        applied(self.backend.commit(&batch)?, &key)
+    }
+
+    /// A token that changes whenever any policy is stored or deleted (by this process or by
+    /// another replica sharing the backend); `None` before the first change. Compare it with
+    /// an earlier value to know whether cached policies are stale.
+    pub fn generation(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.get(keys::POLICY_GENERATION)
     }
 
     /// The policy `id`, if it exists.
@@ -60,7 +72,9 @@ impl PolicyStore {
         let key = keys::policy(id);
         let existed = self.backend.get(&key)?.is_some();
         if existed {
-            self.backend.delete(&key)?;
+            let mut batch = Batch::new();
+            batch.delete(&key).put(keys::POLICY_GENERATION, &new_generation()?);
+            applied(self.backend.commit(&batch)?, &key)?;
         }
         Ok(existed)
     }
@@ -82,21 +96,35 @@ impl PolicyStore {
         })
     }
 
-    /// Runs `f` with the current keyring, once more if the keyring was rotated meanwhile and
-    /// `f` met a record sealed under the new keyring's term.
+    /// Runs `f` with the current keyring, once more if `f` met a record sealed under a term
+    /// the keyring has learnt since (a rotation, or another replica's term).
     fn with_current_keyring<T>(
         &self,
         f: impl Fn(&Keyring) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let ring = self.keyring.current();
         match f(&ring) {
-            Err(StoreError::Corrupt(CryptoError::UnknownTerm(_)))
-                if !Arc::ptr_eq(&ring, &self.keyring.current()) =>
-            {
-                f(&self.keyring.current())
-            }
+            Err(e) if self.keyring.learn_after(&ring, &e) => f(&self.keyring.current()),
             other => other,
         }
+    }
+}
+
+/// A fresh random policy generation token.
+fn new_generation() -> Result<Vec<u8>, StoreError> {
+    let mut token = vec![0u8; 16];
+    fill_random(&mut token).map_err(StoreError::Seal)?;
+    Ok(token)
+}
+
+/// An unconditional batch must apply; a conflict would be a backend bug.
+fn applied(outcome: Commit, key: &str) -> Result<(), StoreError> {
+    match outcome {
+        Commit::Applied => Ok(()),
+        Commit::Conflict => Err(StoreError::Backend(format!(
+            "backend reported a conflict for an unconditional write to {key:?}; this is a \
+             backend bug"
+        ))),
     }
 }
 

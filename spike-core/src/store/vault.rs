@@ -27,6 +27,7 @@ use super::backend::{Backend, Batch, Commit};
 use super::policies::PolicyStore;
 use super::versioned::{SecretStore, SecretStoreConfig};
 use super::{SharedKeyring, keys};
+use crate::crypto::keyring::wrapping_key;
 use crate::crypto::{Aad, Keyring, aead};
 use crate::error::{CryptoError, Error, StoreError};
 use crate::secret::RootKey;
@@ -41,9 +42,8 @@ pub struct Vault {
     keyring: SharedKeyring,
     secrets: SecretStore,
     policies: PolicyStore,
-    /// The wrapped keyring as this process last persisted it: the expected value for the next
-    /// rotation's compare-and-swap. The mutex also serialises rotations.
-    persisted: Mutex<Vec<u8>>,
+    /// Serialises this process's rotations (replicas coordinate through compare-and-swap).
+    rotating: Mutex<()>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -82,14 +82,15 @@ impl Vault {
         root: &RootKey,
         config: SecretStoreConfig,
     ) -> Result<Self, Error> {
-        let (keyring, persisted) = open_keyring(backend.as_ref(), root)?;
-        let keyring = SharedKeyring::new(Arc::new(keyring));
+        let (keyring, _) = open_keyring(backend.as_ref(), root)?;
+        let keyring =
+            SharedKeyring::with_source(Arc::new(keyring), backend.clone(), wrapping_key(root));
         Ok(Self {
             secrets: SecretStore::shared(backend.clone(), keyring.clone(), config),
             policies: PolicyStore::shared(backend.clone(), keyring.clone()),
             backend,
             keyring,
-            persisted: Mutex::new(persisted),
+            rotating: Mutex::new(()),
         })
     }
 
@@ -117,26 +118,37 @@ impl Vault {
     /// seals new records under it. Returns the new term. Run [`Vault::reencrypt`] afterwards
     /// to move existing records to it.
     ///
-    /// Fails with [`CryptoError::WrongRootKey`] if `root` is not the store's root key, and with
-    /// [`StoreError::Contention`] if another process changed the stored keyring since this one
-    /// opened it (reopen the store to pick up its terms).
+    /// Coordinated between replicas sharing the backend: the new keyring is built from the
+    /// keyring *as stored now* (every replica's terms) plus this process's terms and a fresh
+    /// one numbered above all of them, and written with a compare-and-swap on the stored bytes;
+    /// a concurrent change by another replica makes it start over, so no term is lost or
+    /// reused. Fails with [`CryptoError::WrongRootKey`] if `root` is not the store's root key,
+    /// and with [`StoreError::Contention`] if other replicas keep changing the keyring.
     pub fn rotate(&self, root: &RootKey) -> Result<u32, Error> {
-        let mut persisted = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
         check_root_key(self.backend.as_ref(), root)?;
         let current = self.keyring.current();
-        // Unwrapping a copy yields every current term plus a fresh one, without touching the
-        // keyring other threads are sealing with.
-        let next = Keyring::unwrap(root, &current.wrap(root)?)?;
-        let term = next.current_term();
-        let wrapped = next.wrap(root)?;
-        let outcome =
-            self.backend.compare_and_swap(keys::KEYRING, Some(&persisted), Some(&wrapped))?;
-        if outcome == Commit::Conflict {
-            return Err(StoreError::Contention { attempts: 1 }.into());
+        for _ in 0..OPEN_ATTEMPTS {
+            let Some(stored) = self.backend.get(keys::KEYRING)? else {
+                return Err(StoreError::Corrupt(CryptoError::Malformed(
+                    "sys/keyring disappeared from an open store; restore it from a backup",
+                ))
+                .into());
+            };
+            let next = Keyring::unwrap_as_stored(&wrapping_key(root), &stored)
+                .map_err(StoreError::Corrupt)?;
+            next.absorb(&current);
+            let term = next.rotate()?;
+            let wrapped = next.wrap(root)?;
+            match self.backend.compare_and_swap(keys::KEYRING, Some(&stored), Some(&wrapped))? {
+                Commit::Applied => {
+                    self.keyring.replace(Arc::new(next));
+                    return Ok(term);
+                }
+                Commit::Conflict => continue,
+            }
         }
-        *persisted = wrapped;
-        self.keyring.replace(Arc::new(next));
-        Ok(term)
+        Err(StoreError::Contention { attempts: OPEN_ATTEMPTS }.into())
     }
 
     /// Re-seals every secret and policy record that is not under the current keyring term,

@@ -661,11 +661,10 @@ impl SecretStore {
         Ok(Some((raw, meta)))
     }
 
-    /// True when `e` is an unknown keyring term and the keyring was swapped (rotated) since
-    /// `ring` was taken: the record was sealed under the new keyring, so try again with it.
+    /// True when `e` is a keyring term unknown to `ring` that the keyring knows now (rotated
+    /// here, or persisted by another replica): try again with the current keyring.
     fn keyring_moved(&self, ring: &Keyring, e: &StoreError) -> bool {
-        matches!(e, StoreError::Corrupt(CryptoError::UnknownTerm(_)))
-            && !std::ptr::eq(ring, Arc::as_ptr(&self.keyring.current()))
+        self.keyring.learn_after(ring, e)
     }
 
     /// The optimistic write loop: read the metadata, let `step` decide the new metadata and
