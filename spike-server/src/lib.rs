@@ -16,5 +16,6 @@ pub mod keeper;
 pub mod listener;
 pub mod logging;
 pub mod nexus;
+pub mod postgres;
 pub mod shutdown;
 pub mod tls;

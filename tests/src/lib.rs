@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod postgres;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use spike_client::identity::IdentitySource;
 use spike_client::{RetryPolicy, Spike};
-use spike_server::dev::agent::{DevAgent, DevAgentHandle};
+use spike_server::dev::agent::{DevAgent, DevAgentHandle, RegistrationEntry};
 use spike_server::keeper::{self, KeeperClient};
 
 /// What went wrong in the harness, or what the system under test did wrong; the message
@@ -159,12 +161,25 @@ impl Proc {
         env: &BTreeMap<String, String>,
         log: PathBuf,
     ) -> Result<Self> {
+        Self::spawn_args(name, bin.as_os_str(), &[], env, log)
+    }
+
+    /// Like [`Proc::spawn`], running `program` with `args` (e.g. a wrapper that sets a
+    /// resource limit and then `exec`s the binary under test).
+    pub fn spawn_args(
+        name: &str,
+        program: &std::ffi::OsStr,
+        args: &[std::ffi::OsString],
+        env: &BTreeMap<String, String>,
+        log: PathBuf,
+    ) -> Result<Self> {
         let file = std::fs::File::create(&log)
             .map_err(|e| HarnessError(format!("cannot create {}: {e}", log.display())))?;
         let err = file
             .try_clone()
             .map_err(|e| HarnessError(format!("cannot duplicate a log handle: {e}")))?;
-        let child = Command::new(bin)
+        let child = Command::new(program)
+            .args(args)
             .env_clear()
             .envs(env)
             .env("RUST_BACKTRACE", "1")
@@ -172,7 +187,9 @@ impl Proc {
             .stdout(file)
             .stderr(err)
             .spawn()
-            .map_err(|e| HarnessError(format!("cannot start {}: {e}", bin.display())))?;
+            .map_err(|e| {
+                HarnessError(format!("cannot start {}: {e}", Path::new(program).display()))
+            })?;
         Ok(Self { name: name.to_owned(), child, log })
     }
 
@@ -190,6 +207,18 @@ impl Proc {
     /// True while it has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits (bounded, polling) until it exits; `None` if it still runs after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
     }
 
     /// Its log file.
@@ -225,6 +254,11 @@ pub struct ClusterSpec {
     pub recovery_max_interval: Duration,
     /// `SPIKE_SYSTEM_LOG_LEVEL` of every process.
     pub log_level: String,
+    /// More environment for Nexus, overriding the harness's (e.g.
+    /// `SPIKE_NEXUS_MAX_SECRET_VERSIONS`).
+    pub nexus_env: BTreeMap<String, String>,
+    /// More dev agent identities: (entry name, SPIFFE ID), e.g. a workload for policy tests.
+    pub extra_identities: Vec<(String, String)>,
 }
 
 impl Default for ClusterSpec {
@@ -235,6 +269,8 @@ impl Default for ClusterSpec {
             update_interval: Duration::from_secs(5),
             recovery_max_interval: Duration::from_millis(500),
             log_level: "info".into(),
+            nexus_env: BTreeMap::new(),
+            extra_identities: Vec::new(),
         }
     }
 }
@@ -261,6 +297,7 @@ pub struct Cluster {
     nexus_port: u16,
     keepers: Vec<Option<Proc>>,
     nexus: Option<Proc>,
+    nexus_launcher: Vec<std::ffi::OsString>,
     starts: usize,
     retired: Vec<PathBuf>,
     probe: reqwest::Client,
@@ -277,8 +314,15 @@ impl Cluster {
         let dir = tempfile::tempdir().map_err(|e| HarnessError(format!("temp dir: {e}")))?;
         std::fs::create_dir_all(dir.path().join("logs"))
             .map_err(|e| HarnessError(format!("logs dir: {e}")))?;
+        let extra = spec
+            .extra_identities
+            .iter()
+            .map(|(name, id)| RegistrationEntry::new(name, id))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| HarnessError(format!("extra identity: {e}")))?;
         let agent = DevAgent::builder()
             .socket_dir(dir.path().join("sockets"))
+            .entries(extra)
             .build()
             .map_err(|e| HarnessError(format!("dev agent: {e}")))?
             .serve()
@@ -297,6 +341,7 @@ impl Cluster {
             keeper_ports,
             nexus_port,
             nexus: None,
+            nexus_launcher: Vec::new(),
             starts: 0,
             retired: Vec::new(),
             probe,
@@ -384,10 +429,15 @@ impl Cluster {
         }
     }
 
+    /// Nexus's data directory (`SPIKE_NEXUS_DATA_DIR`: the sled database and the audit log).
+    pub fn nexus_data_dir(&self) -> PathBuf {
+        self.dir.path().join("nexus-data")
+    }
+
     /// The environment `spike-nexus` runs with.
     pub fn nexus_env(&self) -> Result<BTreeMap<String, String>> {
         let mut env = self.base_env("nexus")?;
-        let data = self.dir.path().join("nexus-data");
+        let data = self.nexus_data_dir();
         for (k, v) in [
             ("SPIKE_NEXUS_TLS_PORT", format!("127.0.0.1:{}", self.nexus_port)),
             ("SPIKE_NEXUS_BACKEND_STORE", "sled".into()),
@@ -400,7 +450,14 @@ impl Cluster {
         ] {
             env.insert(k.into(), v);
         }
+        env.extend(self.spec.nexus_env.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(env)
+    }
+
+    /// Makes later [`Cluster::start_nexus`] calls run `launcher... <spike-nexus>` (a wrapper
+    /// that sets up a fault and then `exec`s its last argument); empty runs Nexus directly.
+    pub fn set_nexus_launcher(&mut self, launcher: Vec<std::ffi::OsString>) {
+        self.nexus_launcher = launcher;
     }
 
     /// Starts Nexus (not waiting for readiness); returns the instant just before the spawn.
@@ -411,8 +468,38 @@ impl Cluster {
         let env = self.nexus_env()?;
         let log = self.log_path("nexus");
         let started = Instant::now();
-        self.nexus = Some(Proc::spawn("nexus", &self.bins.nexus, &env, log)?);
+        let proc = match self.nexus_launcher.split_first() {
+            None => Proc::spawn("nexus", &self.bins.nexus, &env, log)?,
+            Some((program, rest)) => {
+                let mut args = rest.to_vec();
+                args.push(self.bins.nexus.clone().into_os_string());
+                Proc::spawn_args("nexus", program, &args, &env, log)?
+            }
+        };
+        self.nexus = Some(proc);
         Ok(started)
+    }
+
+    /// Waits (bounded) for the running Nexus to exit by itself, e.g. because it refused to
+    /// start; `None` if it still runs after `limit` (or none was started).
+    pub async fn wait_nexus_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.nexus.as_mut()?.wait_exit(limit).await
+    }
+
+    /// The whole log of the current (or last started) Nexus process.
+    pub fn nexus_log(&self) -> String {
+        let path = match &self.nexus {
+            Some(proc) => Some(proc.log().to_path_buf()),
+            None => self
+                .retired
+                .iter()
+                .rev()
+                .find(|p| {
+                    p.file_name().is_some_and(|n| n.to_string_lossy().ends_with("-nexus.log"))
+                })
+                .cloned(),
+        };
+        path.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
     }
 
     /// Kills Nexus with SIGKILL.

@@ -56,4 +56,39 @@ pub struct ShardGetResponse {
     pub err: Option<ErrorCode>,
 }
 
-wire_response!(ShardContributeResponse, ShardGetResponse);
+/// A rollback checkpoint (spike-rs extension): the store's write counter at some moment and a
+/// MAC over it under a key derived from the root key. Keepers cannot check the MAC; Nexus
+/// does, so a Keeper cannot make Nexus believe in a counter the store never reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RollbackCheckpoint {
+    /// The store's write counter.
+    pub counter: u64,
+    /// Hex HMAC-SHA256 over the counter (see `spike_server::nexus::rollback`).
+    pub mac: String,
+}
+
+/// Keeper `POST /v1/store/checkpoint` (spike-rs extension; Nexus only): offers a newer
+/// checkpoint (kept only if its counter is higher than the one held) and/or asks for the one
+/// held. `{}` only asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointRequest {
+    /// The checkpoint to keep, if newer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<RollbackCheckpoint>,
+}
+
+/// Response to [`CheckpointRequest`]: the checkpoint the Keeper holds after the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointResponse {
+    /// The highest checkpoint held; `null` when none was ever offered (or the Keeper
+    /// restarted: Keepers keep nothing on disk).
+    pub checkpoint: Option<RollbackCheckpoint>,
+    /// Error code, omitted on success.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "codec::err_code")]
+    pub err: Option<ErrorCode>,
+}
+
+wire_response!(ShardContributeResponse, ShardGetResponse, CheckpointResponse);

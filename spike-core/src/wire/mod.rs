@@ -406,6 +406,8 @@ pub const PATH_BOOTSTRAP_VERIFY: &str = "/v1/bootstrap/verify";
 pub const PATH_KEEPER_CONTRIBUTE: &str = "/v1/store/contribute";
 /// Keeper: return this Keeper's shard (to Nexus).
 pub const PATH_KEEPER_SHARD: &str = "/v1/store/shard";
+/// Keeper: rollback checkpoints (spike-rs extension).
+pub const PATH_KEEPER_CHECKPOINT: &str = "/v1/store/checkpoint";
 /// Keeper: declared by the SDK (`KeeperKeep`) but served by no SPIKE component.
 pub const PATH_KEEPER_KEEP: &str = "/v1/store/keep";
 /// Nexus: declared by the SDK (`NexusInit`) but no longer routed by SPIKE's Nexus.
@@ -522,6 +524,9 @@ pub enum Route {
     KeeperContribute,
     /// Keeper `POST /v1/store/shard` — [`ShardGetRequest`] → [`ShardGetResponse`].
     KeeperShard,
+    /// Keeper `POST /v1/store/checkpoint` (extension) — [`CheckpointRequest`] →
+    /// [`CheckpointResponse`].
+    KeeperCheckpoint,
 }
 
 impl Route {
@@ -546,6 +551,7 @@ impl Route {
         Route::KeeperShard,
         Route::SecretDestroy,
         Route::OperatorRotate,
+        Route::KeeperCheckpoint,
     ];
 
     /// The URL path.
@@ -569,6 +575,7 @@ impl Route {
             Route::BootstrapVerify => PATH_BOOTSTRAP_VERIFY,
             Route::KeeperContribute => PATH_KEEPER_CONTRIBUTE,
             Route::KeeperShard => PATH_KEEPER_SHARD,
+            Route::KeeperCheckpoint => PATH_KEEPER_CHECKPOINT,
         }
     }
 
@@ -587,14 +594,16 @@ impl Route {
     /// The server that serves the route.
     pub fn service(self) -> Service {
         match self {
-            Route::KeeperContribute | Route::KeeperShard => Service::Keeper,
+            Route::KeeperContribute | Route::KeeperShard | Route::KeeperCheckpoint => {
+                Service::Keeper
+            }
             _ => Service::Nexus,
         }
     }
 
     /// True for spike-rs additions that SPIKE's Nexus does not serve.
     pub fn is_extension(self) -> bool {
-        matches!(self, Route::SecretDestroy | Route::OperatorRotate)
+        matches!(self, Route::SecretDestroy | Route::OperatorRotate | Route::KeeperCheckpoint)
     }
 
     /// Path plus query exactly as spike-sdk-go builds it: `/v1/store/secrets?action=get`, or the

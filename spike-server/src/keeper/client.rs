@@ -11,7 +11,9 @@ use spiffe::SpiffeId;
 use spike_client::identity::IdentitySource;
 use spike_core::secret::KeeperShare;
 use spike_core::wire::keeper::*;
-use spike_core::wire::{self, PATH_KEEPER_CONTRIBUTE, PATH_KEEPER_SHARD, ShardBytes};
+use spike_core::wire::{
+    self, PATH_KEEPER_CHECKPOINT, PATH_KEEPER_CONTRIBUTE, PATH_KEEPER_SHARD, ShardBytes,
+};
 
 use super::KeeperError;
 
@@ -93,6 +95,38 @@ impl KeeperClient {
             }
             // SPIKE's Keeper answers 400 `api_bad_request` until a shard is contributed.
             400 => Ok(None),
+            _ => Err(status_error(url, status, &bytes)),
+        }
+    }
+
+    /// Offers this Keeper a rollback checkpoint (if `offer` is set) and returns the checkpoint it
+    /// holds afterwards (`POST /v1/store/checkpoint`, a spike-rs extension). `Ok(None)`: the
+    /// Keeper holds none.
+    pub async fn checkpoint(
+        &self,
+        url: &str,
+        offer: Option<RollbackCheckpoint>,
+    ) -> Result<Option<RollbackCheckpoint>, KeeperError> {
+        let req = CheckpointRequest { checkpoint: offer };
+        let body = wire::encode(&req).map_err(|e| KeeperError::Protocol {
+            url: url.to_owned(),
+            reason: format!("encoding the request failed: {e}"),
+        })?;
+        let (status, bytes) = self.post(url, PATH_KEEPER_CHECKPOINT, body.to_vec()).await?;
+        match status {
+            200 => {
+                let resp: CheckpointResponse = wire::decode(&bytes).map_err(|e| {
+                    KeeperError::Protocol { url: url.to_owned(), reason: e.to_string() }
+                })?;
+                match resp.err {
+                    None => Ok(resp.checkpoint),
+                    Some(code) => Err(KeeperError::Rejected {
+                        url: url.to_owned(),
+                        status,
+                        code: code.as_str().to_owned(),
+                    }),
+                }
+            }
             _ => Err(status_error(url, status, &bytes)),
         }
     }

@@ -43,6 +43,8 @@ pub const RATE_LIMIT: RateLimit = RateLimit { per_second: 50.0, burst: 200 };
 pub struct KeeperState {
     /// The shard.
     pub shard: ShardSlot,
+    /// The highest rollback checkpoint Nexus offered (memory only, like the shard).
+    pub checkpoint: std::sync::Mutex<Option<RollbackCheckpoint>>,
     /// Trust domains of Nexus and Bootstrap.
     pub trust_roots: TrustRoots,
     /// Per-caller rate limit ([`RATE_LIMIT`] unless set with [`KeeperState::with_rate_limit`]).
@@ -57,7 +59,12 @@ impl KeeperState {
 
     /// An empty Keeper trusting `trust_roots`, limiting each caller to `limit`.
     pub fn with_rate_limit(trust_roots: TrustRoots, limit: RateLimit) -> Self {
-        Self { shard: ShardSlot::new(), trust_roots, limiter: RateLimiter::new(limit) }
+        Self {
+            shard: ShardSlot::new(),
+            checkpoint: std::sync::Mutex::new(None),
+            trust_roots,
+            limiter: RateLimiter::new(limit),
+        }
     }
 }
 
@@ -115,6 +122,7 @@ async fn dispatch(
     let reply = match route {
         Some(Route::KeeperContribute) => contribute(&state, &caller, &bytes),
         Some(Route::KeeperShard) => shard(&state, &caller, &bytes),
+        Some(Route::KeeperCheckpoint) => checkpoint(&state, &caller, &bytes),
         _ => Reply::bad_request::<FallbackResponse>(),
     };
     Reply::into_response(reply)
@@ -158,4 +166,29 @@ fn shard(state: &KeeperState, caller: &str, body: &[u8]) -> Reply {
         }
         None => Reply::bad_request::<ShardGetResponse>(),
     }
+}
+
+/// `POST /v1/store/checkpoint` (extension; Nexus only): keep the higher rollback checkpoint and
+/// answer with the one held. A checkpoint never goes down here, whatever a caller offers.
+fn checkpoint(state: &KeeperState, caller: &str, body: &[u8]) -> Reply {
+    let Ok(req) = wire::decode::<CheckpointRequest>(body) else {
+        return Reply::bad_request::<CheckpointResponse>();
+    };
+    if !state.trust_roots.is(caller, Role::Nexus) {
+        tracing::warn!(%caller, "refused a checkpoint request: only Nexus may");
+        return Reply::denied::<CheckpointResponse>();
+    }
+    if let Some(offered) = &req.checkpoint
+        && (offered.mac.len() != 64 || !offered.mac.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Reply::bad_request::<CheckpointResponse>();
+    }
+    let mut held = state.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(offered) = req.checkpoint
+        && held.as_ref().is_none_or(|h| offered.counter > h.counter)
+    {
+        tracing::debug!(counter = offered.counter, "rollback checkpoint advanced");
+        *held = Some(offered);
+    }
+    Reply::ok(&CheckpointResponse { checkpoint: held.clone(), err: None })
 }

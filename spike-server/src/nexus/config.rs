@@ -16,6 +16,7 @@ use super::authz::TrustRoots;
 use crate::config::{parse_bounded, parse_duration, parse_listen_addr};
 use crate::error::ConfigError;
 use crate::limits::{DEFAULT_MAX_BODY_BYTES, RateLimit};
+use crate::postgres::{PgTls, PostgresSettings};
 
 /// Where Nexus keeps (ciphertext) data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum BackendKind {
     Memory,
     /// Embedded sled database in the data directory (the default).
     Sled,
+    /// PostgreSQL, shared by several Nexus replicas (`SPIKE_NEXUS_POSTGRES_*`).
+    Postgres,
 }
 
 impl BackendKind {
@@ -32,16 +35,17 @@ impl BackendKind {
         match value {
             "memory" => Ok(Self::Memory),
             "sled" => Ok(Self::Sled),
+            "postgres" => Ok(Self::Postgres),
             "sqlite" | "lite" => Err(ConfigError::Invalid {
                 name: "SPIKE_NEXUS_BACKEND_STORE",
                 value: value.to_owned(),
-                expected: "\"memory\" or \"sled\" (SPIKE's sqlite/lite stores are SPIKE-specific; \
-                           spike-rs uses sled for an embedded store)",
+                expected: "\"memory\", \"sled\" or \"postgres\" (SPIKE's sqlite/lite stores \
+                           are SPIKE-specific; spike-rs uses sled for an embedded store)",
             }),
             _ => Err(ConfigError::Invalid {
                 name: "SPIKE_NEXUS_BACKEND_STORE",
                 value: value.to_owned(),
-                expected: "\"memory\" or \"sled\"",
+                expected: "\"memory\", \"sled\" or \"postgres\"",
             }),
         }
     }
@@ -92,6 +96,14 @@ pub struct NexusConfig {
     pub recovery_max_interval: Duration,
     /// Time allowed for one call to one Keeper (`SPIKE_NEXUS_KEEPER_TIMEOUT`; extension).
     pub keeper_timeout: Duration,
+    /// PostgreSQL settings, for [`BackendKind::Postgres`] (`SPIKE_NEXUS_POSTGRES_*`).
+    pub postgres: Option<PostgresSettings>,
+    /// With a backend shared by several replicas: the longest time a policy change made
+    /// through another replica takes to apply here (`SPIKE_NEXUS_POLICY_REFRESH`; extension).
+    pub policy_refresh: Duration,
+    /// With a backend shared by several replicas: how often the leader checkpoints the write
+    /// counter to the Keepers (`SPIKE_NEXUS_ROLLBACK_CHECKPOINT_INTERVAL`; extension).
+    pub rollback_checkpoint_interval: Duration,
 }
 
 /// SPIKE's default for `SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL`.
@@ -100,6 +112,10 @@ pub const DEFAULT_KEEPER_UPDATE_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_RECOVERY_MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// Default for `SPIKE_NEXUS_KEEPER_TIMEOUT`.
 pub const DEFAULT_KEEPER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for `SPIKE_NEXUS_POLICY_REFRESH`.
+pub const DEFAULT_POLICY_REFRESH: Duration = Duration::from_secs(1);
+/// Default for `SPIKE_NEXUS_ROLLBACK_CHECKPOINT_INTERVAL`.
+pub const DEFAULT_ROLLBACK_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 impl NexusConfig {
     /// Defaults for development: memory backend on `127.0.0.1:0` (an ephemeral port), audit to
@@ -122,7 +138,15 @@ impl NexusConfig {
             keeper_update_interval: DEFAULT_KEEPER_UPDATE_INTERVAL,
             recovery_max_interval: DEFAULT_RECOVERY_MAX_INTERVAL,
             keeper_timeout: DEFAULT_KEEPER_TIMEOUT,
+            postgres: None,
+            policy_refresh: DEFAULT_POLICY_REFRESH,
+            rollback_checkpoint_interval: DEFAULT_ROLLBACK_CHECKPOINT_INTERVAL,
         }
+    }
+
+    /// True when other Nexus processes may share the backend (PostgreSQL).
+    pub fn shared_backend(&self) -> bool {
+        self.backend == BackendKind::Postgres
     }
 }
 
@@ -132,7 +156,7 @@ pub struct NexusArgs {
     /// Listen address, e.g. ":8553" or "127.0.0.1:8553".
     #[arg(long, env = "SPIKE_NEXUS_TLS_PORT", default_value = ":8553")]
     pub tls_port: String,
-    /// Storage backend: memory or sled.
+    /// Storage backend: memory, sled or postgres.
     #[arg(long, env = "SPIKE_NEXUS_BACKEND_STORE", default_value = "sled")]
     pub backend_store: String,
     /// Data directory (sled database, audit log).
@@ -192,12 +216,89 @@ pub struct NexusArgs {
     /// Time allowed for one call to one Keeper, e.g. "5s".
     #[arg(long, env = "SPIKE_NEXUS_KEEPER_TIMEOUT", default_value = "5s")]
     pub keeper_timeout: String,
+    /// PostgreSQL connection string or URL, for --backend-store postgres (may hold a password;
+    /// prefer the environment variable).
+    #[arg(long, env = "SPIKE_NEXUS_POSTGRES_DSN", hide_env_values = true)]
+    pub postgres_dsn: Option<String>,
+    /// TLS to PostgreSQL: verify-full (needs --postgres-ca-file) or disable.
+    #[arg(long, env = "SPIKE_NEXUS_POSTGRES_TLS", default_value = "verify-full")]
+    pub postgres_tls: String,
+    /// PEM CA bundle that signed the PostgreSQL server's certificate.
+    #[arg(long, env = "SPIKE_NEXUS_POSTGRES_CA_FILE")]
+    pub postgres_ca_file: Option<PathBuf>,
+    /// Most PostgreSQL connections this replica opens.
+    #[arg(long, env = "SPIKE_NEXUS_POSTGRES_POOL_SIZE", default_value = "16")]
+    pub postgres_pool_size: String,
+    /// Time allowed to connect to PostgreSQL (and to wait for a pooled connection), e.g. "5s".
+    #[arg(long, env = "SPIKE_NEXUS_POSTGRES_CONNECT_TIMEOUT", default_value = "5s")]
+    pub postgres_connect_timeout: String,
+    /// With postgres: longest delay before a policy changed on another replica applies here.
+    #[arg(long, env = "SPIKE_NEXUS_POLICY_REFRESH", default_value = "1s")]
+    pub policy_refresh: String,
+    /// With postgres: how often the leader checkpoints the write counter to the Keepers.
+    #[arg(long, env = "SPIKE_NEXUS_ROLLBACK_CHECKPOINT_INTERVAL", default_value = "1s")]
+    pub rollback_checkpoint_interval: String,
+}
+
+/// The PostgreSQL settings from the flags; required exactly when the backend is postgres.
+fn postgres_settings(
+    backend: BackendKind,
+    a: &NexusArgs,
+) -> Result<Option<PostgresSettings>, ConfigError> {
+    let dsn = a.postgres_dsn.as_deref().filter(|d| !d.trim().is_empty());
+    if backend != BackendKind::Postgres {
+        if dsn.is_some() {
+            return Err(ConfigError::Conflict(
+                "SPIKE_NEXUS_POSTGRES_DSN is set but SPIKE_NEXUS_BACKEND_STORE is not \
+                 \"postgres\": set the store to postgres, or unset the DSN"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let Some(dsn) = dsn else {
+        return Err(ConfigError::Conflict(
+            "SPIKE_NEXUS_BACKEND_STORE=postgres needs SPIKE_NEXUS_POSTGRES_DSN, e.g. \
+             \"host=db.example user=spike dbname=spike\""
+                .into(),
+        ));
+    };
+    let tls = match (a.postgres_tls.as_str(), &a.postgres_ca_file) {
+        ("disable", _) => PgTls::Disable,
+        ("verify-full", Some(ca)) => PgTls::VerifyFull { ca_file: ca.clone() },
+        ("verify-full", None) => {
+            return Err(ConfigError::Conflict(
+                "SPIKE_NEXUS_POSTGRES_TLS=verify-full (the default) needs \
+                 SPIKE_NEXUS_POSTGRES_CA_FILE, the PEM CA that signed the server's certificate; \
+                 use SPIKE_NEXUS_POSTGRES_TLS=disable only for loopback or a Unix socket"
+                    .into(),
+            ));
+        }
+        (other, _) => {
+            return Err(ConfigError::Invalid {
+                name: "SPIKE_NEXUS_POSTGRES_TLS",
+                value: other.to_owned(),
+                expected: "\"verify-full\" or \"disable\"",
+            });
+        }
+    };
+    let connect_timeout =
+        parse_duration("SPIKE_NEXUS_POSTGRES_CONNECT_TIMEOUT", &a.postgres_connect_timeout)?;
+    Ok(Some(PostgresSettings {
+        dsn: dsn.to_owned(),
+        tls,
+        pool_size: parse_bounded("SPIKE_NEXUS_POSTGRES_POOL_SIZE", &a.postgres_pool_size, 1, 1024)?
+            as usize,
+        connect_timeout,
+    }))
 }
 
 impl TryFrom<NexusArgs> for NexusConfig {
     type Error = ConfigError;
 
     fn try_from(a: NexusArgs) -> Result<Self, ConfigError> {
+        let backend = BackendKind::parse(&a.backend_store)?;
+        let postgres = postgres_settings(backend, &a)?;
         let td = |o: Option<String>| o.unwrap_or_else(|| a.trust_root.clone());
         let trust_roots = TrustRoots {
             nexus: td(a.trust_root_nexus),
@@ -268,9 +369,14 @@ impl TryFrom<NexusArgs> for NexusConfig {
             _ => AuditSink::File(a.data_dir.join("audit.log")),
         };
         let per_second = parse_bounded("SPIKE_NEXUS_RATE_LIMIT", &a.rate_limit, 1, 1_000_000)?;
+        let policy_refresh = parse_duration("SPIKE_NEXUS_POLICY_REFRESH", &a.policy_refresh)?;
+        let rollback_checkpoint_interval = parse_duration(
+            "SPIKE_NEXUS_ROLLBACK_CHECKPOINT_INTERVAL",
+            &a.rollback_checkpoint_interval,
+        )?;
         Ok(Self {
             listen: parse_listen_addr("SPIKE_NEXUS_TLS_PORT", &a.tls_port)?,
-            backend: BackendKind::parse(&a.backend_store)?,
+            backend,
             data_dir: a.data_dir,
             trust_roots,
             // The bound above keeps this within 1..=10_000.
@@ -303,6 +409,9 @@ impl TryFrom<NexusArgs> for NexusConfig {
             keeper_update_interval,
             recovery_max_interval,
             keeper_timeout,
+            postgres,
+            policy_refresh,
+            rollback_checkpoint_interval,
         })
     }
 }
@@ -332,6 +441,39 @@ mod tests {
         assert_eq!((c.shamir_shares, c.shamir_threshold), (3, 2));
         assert_eq!(c.max_secret_versions.get(), 10);
         assert_eq!(c.trust_roots.pilot, "spike.ist");
+    }
+
+    #[test]
+    fn postgres_needs_a_dsn_and_tls_settings_and_never_shows_the_dsn() {
+        let err = parse(&["--backend-store", "postgres"]).unwrap_err().to_string();
+        assert!(err.contains("SPIKE_NEXUS_POSTGRES_DSN"), "{err}");
+        let dsn = "postgresql://spike:pw-canary-77@db/spike";
+        let err =
+            parse(&["--backend-store", "postgres", "--postgres-dsn", dsn]).unwrap_err().to_string();
+        assert!(
+            err.contains("SPIKE_NEXUS_POSTGRES_CA_FILE") && !err.contains("pw-canary"),
+            "{err}"
+        );
+        let c = parse(&[
+            "--backend-store",
+            "postgres",
+            "--postgres-dsn",
+            dsn,
+            "--postgres-ca-file",
+            "/etc/ca.pem",
+        ])
+        .unwrap();
+        assert!(c.shared_backend());
+        let pg = c.postgres.as_ref().unwrap();
+        assert_eq!(pg.tls, PgTls::VerifyFull { ca_file: "/etc/ca.pem".into() });
+        assert!(!format!("{c:?}").contains("pw-canary"));
+        let err = parse(&["--postgres-dsn", dsn]).unwrap_err().to_string();
+        assert!(err.contains("not \"postgres\""), "{err}");
+        let err =
+            parse(&["--backend-store", "postgres", "--postgres-dsn", dsn, "--postgres-tls", "on"])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("SPIKE_NEXUS_POSTGRES_TLS") && err.contains("verify-full"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod handlers;
 pub mod recovery;
 pub mod reply;
+pub mod rollback;
 pub mod router;
 pub mod state;
 

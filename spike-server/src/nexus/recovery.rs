@@ -81,12 +81,20 @@ impl RecoveryStatus {
 }
 
 /// Whether the store already holds a key check value, i.e. was initialised under a root key.
-/// `None` if the store cannot be read.
-pub fn store_initialised(state: &NexusState) -> Option<bool> {
+/// `None` if the store cannot be read. Reads a network store on a blocking thread.
+pub async fn store_initialised(state: &Arc<NexusState>) -> Option<bool> {
     if state.is_ready() {
         return Some(true);
     }
-    stored_key_check_value(state.backend().as_ref()).ok().map(|kcv| kcv.is_some())
+    let read = |state: &NexusState| {
+        stored_key_check_value(state.backend().as_ref()).ok().map(|kcv| kcv.is_some())
+    };
+    if state.reads_block() {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || read(&state)).await.ok().flatten()
+    } else {
+        read(state)
+    }
 }
 
 /// Starts recovery (and then Keeper re-arming) in the background, if this Nexus has a
@@ -123,7 +131,14 @@ pub fn spawn(
     let recovery = Arc::new(Recovery { state, client });
     Ok(Some(tokio::spawn(async move {
         recovery.acquire().await;
-        recovery.keep_armed().await;
+        if recovery.state.postgres().is_some() {
+            let interval = recovery.state.config().rollback_checkpoint_interval;
+            let guard =
+                super::rollback::guard(recovery.state.clone(), recovery.client.clone(), interval);
+            tokio::join!(recovery.clone().keep_armed(), guard);
+        } else {
+            recovery.keep_armed().await;
+        }
     })))
 }
 
@@ -183,7 +198,8 @@ impl Recovery {
                     return;
                 }
                 Round::Short { received, notes, mismatch } => {
-                    let summary = self.describe(received, &notes, mismatch, delay);
+                    let store = store_initialised(&self.state).await;
+                    let summary = self.describe(received, &notes, mismatch, delay, store);
                     self.state.recovery.set(summary.clone());
                     // Log on change, not per attempt: a long outage must not flood the log.
                     let gist = format!("{received}{mismatch}{notes:?}");
@@ -195,7 +211,7 @@ impl Recovery {
             }
             wait_until_ready(&self.state, jitter(delay)).await;
             // An empty store is waiting for Bootstrap, which waits for us: keep that quick.
-            let cap = match store_initialised(&self.state) {
+            let cap = match store_initialised(&self.state).await {
                 Some(false) => max.min(FRESH_STORE_MAX_RETRY),
                 _ => max,
             };
@@ -209,6 +225,7 @@ impl Recovery {
         notes: &[String],
         mismatch: bool,
         retry: Duration,
+        store: Option<bool>,
     ) -> String {
         let cfg = self.state.config();
         let mut text = if mismatch {
@@ -228,7 +245,7 @@ impl Recovery {
             text.push_str(&notes.join("; "));
         }
         text.push_str(&format!("; retrying within {} ms", retry.as_millis()));
-        match store_initialised(&self.state) {
+        match store {
             Some(false) => text.push_str(
                 ". The store is empty: run spike-bootstrap to deal a root key to the Keepers",
             ),
@@ -349,6 +366,13 @@ impl Recovery {
         let mut retry = SEND_RETRY;
         let mut failing = false;
         loop {
+            if !self.state.is_leader() {
+                // Another replica sharing the store re-arms the Keepers; take over as soon as
+                // this one leads (the rollback guard keeps leadership current).
+                next_send = Instant::now();
+                tokio::time::sleep(probe_every.min(Duration::from_secs(1))).await;
+                continue;
+            }
             if Instant::now() >= next_send {
                 match self.send_share(index, &url).await {
                     Ok(()) => {

@@ -47,7 +47,7 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<Arc<NexusState>>) -> Response {
     // Bootstrap reads the store state to refuse dealing a second root key over live data.
-    let store = match super::recovery::store_initialised(&state) {
+    let store = match super::recovery::store_initialised(&state).await {
         Some(true) => "initialised",
         Some(false) => "empty",
         None => "unknown",
@@ -56,7 +56,10 @@ async fn readyz(State(state): State<Arc<NexusState>>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, store, "ready\n").into_response()
     } else {
-        let why = state.recovery.summary().unwrap_or_else(|| "waiting for the root key".into());
+        let why = state
+            .rollback_detected()
+            .or_else(|| state.recovery.summary())
+            .unwrap_or_else(|| "waiting for the root key".into());
         (StatusCode::SERVICE_UNAVAILABLE, store, format!("not ready: {why}\n")).into_response()
     }
 }
@@ -137,7 +140,7 @@ async fn dispatch(
             .headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes() == b"application/octet-stream");
-        if may_block(route) {
+        if state.reads_block() || may_block(route) {
             let state2 = state.clone();
             let caller2 = caller.clone();
             let joined = tokio::task::spawn_blocking(move || {

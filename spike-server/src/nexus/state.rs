@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use spike_core::crypto::derive_key;
 use spike_core::crypto::service::CIPHER_PURPOSE;
@@ -18,6 +19,7 @@ use spike_core::store::{Backend, MemoryBackend, SecretStoreConfig, SledBackend, 
 use super::config::{AuditSink, BackendKind, NexusConfig};
 use crate::audit::AuditLog;
 use crate::limits::RateLimiter;
+use crate::postgres::{PgError, PostgresBackend};
 
 /// Why Nexus could not start or unseal.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,9 @@ pub enum NexusError {
     /// The configuration is inconsistent.
     #[error(transparent)]
     Config(#[from] crate::error::ConfigError),
+    /// The PostgreSQL backend could not be opened.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
 }
 
 /// Everything that exists only while the root key is known.
@@ -51,6 +56,10 @@ pub struct Unsealed {
     vault: Vault,
     policies: RwLock<Arc<PolicySet>>,
     cipher_key: DataKey,
+    /// With a shared backend: how stale the policy cache may get before it is checked.
+    policy_refresh: Option<Duration>,
+    /// When the cache was last checked, and the policy generation it was built from.
+    policy_checked: Mutex<(Instant, Option<Vec<u8>>)>,
 }
 
 impl std::fmt::Debug for Unsealed {
@@ -75,9 +84,33 @@ impl Unsealed {
         &self.cipher_key
     }
 
-    /// The current compiled policies.
+    /// The current compiled policies. With a backend shared by several replicas, a cache
+    /// older than the policy refresh interval is first checked against the stored policy
+    /// generation and rebuilt if another replica changed a policy; if that check fails, no
+    /// policy applies (deny) until it succeeds again.
     pub fn policies(&self) -> Arc<PolicySet> {
+        if let Some(refresh) = self.policy_refresh
+            && let Err(e) = self.refresh_policies_if_stale(refresh)
+        {
+            tracing::error!(error = %e, "cannot check for policy changes; denying by policy");
+            return Arc::new(PolicySet::empty());
+        }
         self.policies.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn refresh_policies_if_stale(&self, refresh: Duration) -> Result<(), spike_core::Error> {
+        let mut checked = self.policy_checked.lock().unwrap_or_else(|p| p.into_inner());
+        if checked.0.elapsed() < refresh {
+            return Ok(());
+        }
+        let generation = self.vault.policies().generation()?;
+        if generation != checked.1 {
+            self.reload_policies_unlocked()?;
+            checked.1 = generation;
+            tracing::info!("policies changed on another replica; reloaded");
+        }
+        checked.0 = Instant::now();
+        Ok(())
     }
 
     /// Every stored policy, keyed by name.
@@ -108,6 +141,14 @@ impl Unsealed {
 
     /// Recompiles the policy cache from the store (after a policy change).
     pub fn reload_policies(&self) -> Result<(), spike_core::Error> {
+        let mut checked = self.policy_checked.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.vault.policies().generation()?;
+        self.reload_policies_unlocked()?;
+        *checked = (Instant::now(), generation);
+        Ok(())
+    }
+
+    fn reload_policies_unlocked(&self) -> Result<(), spike_core::Error> {
         let policies = self.load_policies()?;
         let set = PolicySet::compile(policies.values())?;
         *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
@@ -203,10 +244,27 @@ impl Metrics {
     }
 }
 
+/// Where the storage rollback check stands (see [`super::rollback`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RollbackCheck {
+    /// Not checked yet (shared store with Keepers): do not serve.
+    Pending,
+    /// Checked (or nothing to check against).
+    Passed,
+    /// The store is behind the Keepers' checkpoint: never serve.
+    Failed(String),
+}
+
 /// Nexus's shared state; handlers get it behind an `Arc`.
 pub struct NexusState {
     config: NexusConfig,
     backend: Arc<dyn Backend>,
+    /// The same backend when it is PostgreSQL (leadership, write counter).
+    postgres: Option<Arc<PostgresBackend>>,
+    /// Where the rollback check stands; Nexus serves only once it passed.
+    rollback: RwLock<RollbackCheck>,
+    /// Whether this replica leads the jobs that must run once (see [`NexusState::leads`]).
+    leader: std::sync::atomic::AtomicBool,
     unsealed: RwLock<Option<Arc<Unsealed>>>,
     /// Shards received through operator restore.
     pub restore: Mutex<RestoreProgress>,
@@ -237,11 +295,23 @@ impl NexusState {
             what: format!("creating data directory {}", config.data_dir.display()),
             source,
         })?;
+        let mut postgres = None;
         let backend: Arc<dyn Backend> = match config.backend {
             BackendKind::Memory => Arc::new(MemoryBackend::new()),
             BackendKind::Sled => Arc::new(
                 SledBackend::open(config.data_dir.join("sled")).map_err(spike_core::Error::from)?,
             ),
+            BackendKind::Postgres => {
+                let settings = config.postgres.as_ref().ok_or_else(|| {
+                    crate::error::ConfigError::Conflict(
+                        "the postgres backend needs SPIKE_NEXUS_POSTGRES_DSN".into(),
+                    )
+                })?;
+                let pg = Arc::new(PostgresBackend::open(settings)?);
+                tracing::info!(at = pg.location(), "PostgreSQL backend ready");
+                postgres = Some(pg.clone());
+                pg
+            }
         };
         let audit = match &config.audit {
             AuditSink::File(path) => AuditLog::open_file(path)?,
@@ -250,6 +320,13 @@ impl NexusState {
         let state = Arc::new(Self {
             limiter: RateLimiter::new(config.rate_limit),
             backend,
+            rollback: RwLock::new(if postgres.is_some() && !config.keeper_peers.is_empty() {
+                RollbackCheck::Pending
+            } else {
+                RollbackCheck::Passed
+            }),
+            leader: std::sync::atomic::AtomicBool::new(postgres.is_none()),
+            postgres,
             unsealed: RwLock::new(None),
             restore: Mutex::new(RestoreProgress::default()),
             audit,
@@ -273,9 +350,73 @@ impl NexusState {
         &self.backend
     }
 
-    /// True once the root key is present.
+    /// True once the root key is present, unless the store was found rolled back.
     pub fn is_ready(&self) -> bool {
-        self.unsealed.read().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.rollback_detected().is_none()
+            && self.unsealed.read().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// True when reading the store may wait on the network (PostgreSQL), so every request
+    /// runs on a blocking thread.
+    pub fn reads_block(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// The PostgreSQL backend, when that is the store.
+    pub fn postgres(&self) -> Option<&Arc<PostgresBackend>> {
+        self.postgres.as_ref()
+    }
+
+    /// Whether this replica runs the periodic jobs that must run once (Keeper re-arming,
+    /// rollback checkpoints): always with a store of its own; with PostgreSQL, only while
+    /// holding the leader lock. Blocks on the database: call it from a blocking thread.
+    pub fn leads(&self) -> bool {
+        match &self.postgres {
+            None => true,
+            Some(pg) => pg.try_lead().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot check leadership; not leading for now");
+                false
+            }),
+        }
+    }
+
+    /// Why Nexus does not serve because of the rollback check, if it does not: the store was
+    /// judged rolled back, or (shared store) the first check has not completed yet.
+    pub fn rollback_detected(&self) -> Option<String> {
+        match &*self.rollback.read().unwrap_or_else(|p| p.into_inner()) {
+            RollbackCheck::Passed => None,
+            RollbackCheck::Pending => {
+                Some("checking the database against the Keepers' rollback checkpoint".to_owned())
+            }
+            RollbackCheck::Failed(why) => Some(why.clone()),
+        }
+    }
+
+    /// Records that the store was rolled back: from now on Nexus refuses every request.
+    pub fn refuse_rolled_back_store(&self, why: String) {
+        tracing::error!(reason = %why, "the store was rolled back; refusing to serve");
+        *self.rollback.write().unwrap_or_else(|p| p.into_inner()) = RollbackCheck::Failed(why);
+    }
+
+    /// Records a passed rollback check (a failed one is final until restart).
+    pub fn rollback_checked(&self) {
+        let mut check = self.rollback.write().unwrap_or_else(|p| p.into_inner());
+        if matches!(*check, RollbackCheck::Pending) {
+            *check = RollbackCheck::Passed;
+        }
+    }
+
+    /// True while this replica leads the periodic jobs that must run once (Keeper re-arming,
+    /// rollback checkpoints); always true with a store of its own.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of the latest leadership check.
+    pub fn set_leader(&self, leading: bool) {
+        if self.leader.swap(leading, Ordering::Relaxed) != leading {
+            tracing::info!(leading, "leadership of Keeper re-arming and checkpoints changed");
+        }
     }
 
     /// The unsealed state, if the root key is present.
@@ -303,6 +444,8 @@ impl NexusState {
             root,
             vault,
             policies: RwLock::new(Arc::new(PolicySet::empty())),
+            policy_refresh: self.config.shared_backend().then_some(self.config.policy_refresh),
+            policy_checked: Mutex::new((Instant::now(), None)),
         };
         unsealed.reload_policies()?;
         *slot = Some(Arc::new(unsealed));
