@@ -5,9 +5,12 @@
 //! - `recovery`: Keepers, Bootstrap and automatic recovery — a Nexus restart needs no human,
 //!   a lost Keeper is re-armed, a total loss is undone by operator restore, and only Nexus may
 //!   read a shard.
+//! - `pg_backend`: the PostgreSQL backend alone on a real server (CAS races, scans, schema
+//!   versions, TLS verification).
 //! - `replicas`: several Nexus replicas on one real PostgreSQL server — shared versions, keys
 //!   and policies, a replica killed mid-write, leader failover, rollback detection.
 #![forbid(unsafe_code)]
 
+mod pg_backend;
 mod recovery;
 mod replicas;

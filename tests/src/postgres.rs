@@ -29,6 +29,12 @@ pub struct PgServer {
 impl PgServer {
     /// Initialises and starts a server (bounded: 60 s).
     pub fn start() -> Result<Self> {
+        Self::start_with_tls(None)
+    }
+
+    /// Like [`PgServer::start`]; with `tls = Some((cert_pem, key_pem))` the server also
+    /// accepts TLS with that certificate (and still plain connections).
+    pub fn start_with_tls(tls: Option<(&str, &str)>) -> Result<Self> {
         let bin = pg_bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("spike-pg-")
@@ -55,11 +61,26 @@ impl PgServer {
                 "--no-sync".as_ref(),
             ],
         )?;
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
              -c fsync=on -c synchronous_commit=on",
             server.dir.path().display()
         );
+        if let Some((cert, key)) = tls {
+            let (cert_file, key_file) = (data.join("server.crt"), data.join("server.key"));
+            for (file, pem) in [(&cert_file, cert), (&key_file, key)] {
+                std::fs::write(file, pem)
+                    .map_err(|e| HarnessError(format!("writing {}: {e}", file.display())))?;
+            }
+            run(Command::new("chmod").arg("600").arg(&key_file), "chmod")?;
+            if server.as_root {
+                run(
+                    Command::new("chown").arg("postgres:postgres").arg(&cert_file).arg(&key_file),
+                    "chown",
+                )?;
+            }
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = server.dir.path().join("postgres.log");
         server
             .run_pg(

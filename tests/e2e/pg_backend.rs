@@ -1,0 +1,121 @@
+//! The PostgreSQL backend on its own, against a real server: compare-and-swap under
+//! concurrency, prefix scans, the write counter, schema versions, clear connection errors, and
+//! TLS with certificate verification.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use spike_core::store::backend::{Backend, Batch, Commit};
+use spike_e2e::postgres::PgServer;
+use spike_server::postgres::{PgError, PgTls, PostgresBackend, PostgresSettings};
+
+fn settings(dsn: String, tls: PgTls) -> PostgresSettings {
+    PostgresSettings { dsn, tls, pool_size: 4, connect_timeout: Duration::from_secs(5) }
+}
+
+#[test]
+fn compare_and_swap_prefix_scans_and_the_write_counter_hold_on_a_real_server() {
+    let pg = PgServer::start().unwrap();
+    pg.create_database("kv").unwrap();
+    let backend = Arc::new(PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::Disable)).unwrap());
+    let (start, _) = backend.rollback_state().unwrap();
+
+    // Eight threads race to create the same absent key: exactly one wins.
+    const RACERS: usize = 8;
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let wins: usize = (0..RACERS)
+        .map(|i| {
+            let (backend, barrier) = (backend.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let value = format!("racer-{i}");
+                backend.compare_and_swap("s/race/m", None, Some(value.as_bytes())).unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| usize::from(t.join().unwrap() == Commit::Applied))
+        .sum();
+    assert_eq!(wins, 1);
+    let winner = backend.get("s/race/m").unwrap().unwrap();
+
+    // A stale expectation writes nothing, not even the other keys of its batch.
+    let mut batch = Batch::new();
+    batch.expect("s/race/m", Some(b"stale")).put("s/race/m", b"x").put("s/other/m", b"y");
+    assert_eq!(backend.commit(&batch).unwrap(), Commit::Conflict);
+    assert_eq!(backend.get("s/race/m").unwrap().unwrap(), winner);
+    assert_eq!(backend.get("s/other/m").unwrap(), None);
+    let mut batch = Batch::new();
+    batch.expect("s/race/m", Some(&winner)).put("s/race/m", b"next").delete("nothing");
+    assert_eq!(backend.commit(&batch).unwrap(), Commit::Applied);
+
+    // Prefix scans: exact prefix, byte order, nothing outside.
+    for key in ["s/a/m", "s/a/b/m", "s/ab/m", "s/a\u{e9}/m", "s/b/m", "t/a", "s0"] {
+        backend.put(key, key.as_bytes()).unwrap();
+    }
+    let keys = backend.keys_with_prefix("s/a").unwrap();
+    assert_eq!(keys, ["s/a/b/m", "s/a/m", "s/ab/m", "s/a\u{e9}/m"]);
+    let scanned = backend.scan_prefix("s/a/").unwrap();
+    assert_eq!(
+        scanned,
+        vec![("s/a/b/m".into(), b"s/a/b/m".to_vec()), ("s/a/m".into(), b"s/a/m".to_vec())]
+    );
+    assert_eq!(backend.keys_with_prefix("").unwrap().len(), 8);
+
+    // Applied commits advance the counter; conflicts do not.
+    let (after, _) = backend.rollback_state().unwrap();
+    assert_eq!(after - start, 1 + 1 + 7, "1 race winner, 1 CAS, 7 puts");
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_connection_errors_are_clear_without_the_password() {
+    let pg = PgServer::start().unwrap();
+    pg.create_database("kv").unwrap();
+    drop(PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::Disable)).unwrap());
+    // Reopening an up-to-date schema changes nothing.
+    drop(PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::Disable)).unwrap());
+    pg.sql("kv", "INSERT INTO spike_schema_migrations (version) VALUES (99)").unwrap();
+    let err = PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::Disable)).unwrap_err();
+    assert!(matches!(err, PgError::SchemaTooNew { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("upgrade spike-rs"), "{err}");
+
+    let dsn = format!("postgresql://postgres:pw-canary-31@127.0.0.1:{}/absent", pg.port());
+    let err = PostgresBackend::open(&settings(dsn, PgTls::Disable)).unwrap_err().to_string();
+    assert!(err.contains("127.0.0.1") && err.contains("absent"), "{err}");
+    assert!(!err.contains("pw-canary-31"), "{err}");
+}
+
+#[test]
+fn verify_full_tls_accepts_only_a_server_certificate_from_the_configured_ca() {
+    let server =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (server.cert.pem(), server.signing_key.serialize_pem());
+    let pg = PgServer::start_with_tls(Some((&cert_pem, &key_pem))).unwrap();
+    pg.create_database("kv").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.pem");
+    std::fs::write(&good, &cert_pem).unwrap();
+    let backend =
+        PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::VerifyFull { ca_file: good }))
+            .unwrap();
+    backend.put("k", b"over tls").unwrap();
+    assert_eq!(backend.get("k").unwrap().as_deref(), Some(&b"over tls"[..]));
+    let ssl = pg
+        .sql("kv", "SELECT count(*) FROM pg_stat_ssl WHERE ssl AND pid <> pg_backend_pid()")
+        .unwrap();
+    assert!(ssl.trim().parse::<u32>().unwrap() >= 1, "no TLS session seen: {ssl}");
+
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let wrong = dir.path().join("wrong.pem");
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    let err = PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::VerifyFull { ca_file: wrong }))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unavailable"), "{err}");
+    let missing = dir.path().join("missing.pem");
+    let err =
+        PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::VerifyFull { ca_file: missing }))
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("SPIKE_NEXUS_POSTGRES_CA_FILE"), "{err}");
+}
