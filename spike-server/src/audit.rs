@@ -10,6 +10,12 @@
 //!
 //! Limitation, stated: a chain cannot show that lines were cut off the *end*. The sequence
 //! number in the last line, compared with the `spike_audit_lines` metric, shows that.
+//!
+//! A write that fails part-way (a full disk) must not leave half a line for the next one to be
+//! appended to, or the chain would break there for good (issue 8, found by the e2e disk tests).
+//! So a file log cuts a failed line off again at once; a log that cannot (another writer, or a
+//! failed truncate) refuses every later line until it is reopened. On open, an unterminated
+//! last line — a line that was never acknowledged — is cut off likewise.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -99,8 +105,20 @@ struct Line {
 
 struct Chain {
     writer: Box<dyn Write + Send>,
+    /// For a file log: a handle to cut a partly written line off again.
+    file: Option<File>,
+    /// Bytes of complete lines in the file.
+    len: u64,
+    /// A failed write may have left part of a line that could not be cut off.
+    torn: bool,
     prev: String,
     seq: u64,
+}
+
+impl Chain {
+    fn new(writer: Box<dyn Write + Send>, file: Option<File>, len: u64) -> Self {
+        Self { writer, file, len, torn: false, prev: GENESIS.to_owned(), seq: 0 }
+    }
 }
 
 /// The audit log. Share it behind an `Arc`; [`AuditLog::record`] serialises writers.
@@ -123,24 +141,32 @@ impl AuditLog {
     /// Appends to the file at `path`, continuing the chain of the lines already there.
     pub fn open_file(path: &Path) -> Result<Self, AuditError> {
         let io_err = |source| AuditError::Io { path: path.display().to_string(), source };
-        let (prev, seq) = match File::open(path) {
+        let (prev, seq, len) = match File::open(path) {
             Ok(f) => last_link(BufReader::new(f)).map_err(io_err)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (GENESIS.to_owned(), 0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (GENESIS.to_owned(), 0, 0),
             Err(e) => return Err(io_err(e)),
         };
         let file = OpenOptions::new().create(true).append(true).open(path).map_err(io_err)?;
-        Ok(Self {
-            name: path.display().to_string(),
-            chain: Mutex::new(Chain { writer: Box::new(file), prev, seq }),
-        })
+        let on_disk = file.metadata().map_err(io_err)?.len();
+        if on_disk > len {
+            // Never acknowledged: the request whose line this was failed (see the module docs).
+            tracing::warn!(
+                path = %path.display(),
+                bytes = on_disk - len,
+                "audit log ends in an unterminated line; cutting it off"
+            );
+            file.set_len(len).map_err(io_err)?;
+        }
+        let truncator = file.try_clone().map_err(io_err)?;
+        let mut chain = Chain::new(Box::new(file), Some(truncator), len);
+        chain.prev = prev;
+        chain.seq = seq;
+        Ok(Self { name: path.display().to_string(), chain: Mutex::new(chain) })
     }
 
     /// Writes a new chain to any writer (standard error, a buffer in tests).
     pub fn to_writer(name: impl Into<String>, writer: Box<dyn Write + Send>) -> Self {
-        Self {
-            name: name.into(),
-            chain: Mutex::new(Chain { writer, prev: GENESIS.to_owned(), seq: 0 }),
-        }
+        Self { name: name.into(), chain: Mutex::new(Chain::new(writer, None, 0)) }
     }
 
     /// Where lines go, for messages.
@@ -157,6 +183,13 @@ impl AuditLog {
     /// must fail the request.
     pub fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let io_err = |source| AuditError::Io { path: self.name.clone(), source };
+        if chain.torn {
+            return Err(io_err(io::Error::other(
+                "an earlier line was written only in part and could not be cut off; fix the \
+                 disk and restart (reopening cuts the partial line off)",
+            )));
+        }
         let line = Line {
             seq: chain.seq + 1,
             time: OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
@@ -174,28 +207,41 @@ impl AuditLog {
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
         let hash = hash_hex(&bytes);
         bytes.push(b'\n');
-        let io_err = |source| AuditError::Io { path: self.name.clone(), source };
-        chain.writer.write_all(&bytes).map_err(io_err)?;
-        chain.writer.flush().map_err(io_err)?;
+        let written = chain.writer.write_all(&bytes).and_then(|()| chain.writer.flush());
+        if let Err(e) = written {
+            let len = chain.len;
+            chain.torn = chain.file.as_ref().is_none_or(|f| f.set_len(len).is_err());
+            return Err(io_err(e));
+        }
+        chain.len += bytes.len() as u64;
         chain.prev = hash;
         chain.seq += 1;
         Ok(())
     }
 }
 
-/// The hash and sequence number of the last line of an existing log.
-fn last_link(reader: impl BufRead) -> io::Result<(String, u64)> {
+/// The hash and sequence number of the last complete line of an existing log, and the length
+/// in bytes of its complete (newline-terminated) lines.
+fn last_link(mut reader: impl BufRead) -> io::Result<(String, u64, u64)> {
     let mut prev = GENESIS.to_owned();
     let mut seq = 0;
-    for line in reader.lines() {
-        let line = line?;
+    let mut len = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf)?;
+        if n == 0 || buf.last() != Some(&b'\n') {
+            break;
+        }
+        len += n as u64;
+        let line = &buf[..n - 1];
         if line.is_empty() {
             continue;
         }
-        prev = hash_hex(line.as_bytes());
-        seq = serde_json::from_str::<Line>(&line).map(|l| l.seq).unwrap_or(seq + 1);
+        prev = hash_hex(line);
+        seq = serde_json::from_slice::<Line>(line).map(|l| l.seq).unwrap_or(seq + 1);
     }
-    Ok((prev, seq))
+    Ok((prev, seq, len))
 }
 
 /// What [`verify`] found in an intact log.
@@ -294,6 +340,59 @@ mod tests {
 
         let edited = text.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1);
         assert!(matches!(verify(edited.as_bytes()), Err(AuditError::Broken { line: 3, .. })));
+    }
+
+    #[test]
+    fn an_unterminated_last_line_is_cut_off_on_open_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write_lines(&path, 2);
+        let intact = std::fs::read(&path).unwrap();
+        // What a full disk leaves: the start of a line, no newline.
+        let mut torn = intact.clone();
+        torn.extend_from_slice(b"{\"seq\":3,\"time\":\"2026-");
+        std::fs::write(&path, &torn).unwrap();
+        write_lines(&path, 2);
+        let report = verify_file(&path).unwrap();
+        assert_eq!(report.lines, 4);
+        assert!(std::fs::read(&path).unwrap().starts_with(&intact));
+    }
+
+    /// A disk that takes half a line, then is full, then has room again.
+    struct FullOnce {
+        calls: usize,
+        taken: std::sync::Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for FullOnce {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            let n = match self.calls {
+                1 => buf.len() / 2,
+                2 => return Err(io::Error::other("disk full")),
+                _ => buf.len(),
+            };
+            self.taken.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_written_in_part_that_cannot_be_cut_off_stops_the_log() {
+        let taken = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log =
+            AuditLog::to_writer("test", Box::new(FullOnce { calls: 0, taken: taken.clone() }));
+        assert!(log.record(&event(0)).is_err());
+        assert!(!taken.lock().unwrap().is_empty(), "half a line was written");
+        // Another line would follow the partial one and break the chain: refused instead.
+        let err = log.record(&event(1)).unwrap_err();
+        assert!(err.to_string().contains("written only in part"), "{err}");
+        assert_eq!(log.lines(), 0);
+        assert!(!taken.lock().unwrap().ends_with(b"\n"), "nothing followed the partial line");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use spike_client::{Error, Spike};
 use spike_core::policy::Permission;
 use spike_core::secret::SecretValues;
-use spike_e2e::postgres::{PgServer, Replica, start_replica};
-use spike_e2e::{Cluster, ClusterSpec, free_port};
+use spike_e2e::postgres::{PgServer, Replica, ReplicaSystem, start_replica};
+use spike_e2e::{Cluster, ClusterSpec};
 use tokio::sync::Mutex;
 
 const WORKLOAD: &str = "spiffe://spike.ist/apps/billing";
@@ -33,26 +33,10 @@ fn spec() -> ClusterSpec {
     }
 }
 
-/// A PostgreSQL server with database `spike`, Keepers, and `n` replicas, bootstrapped and
-/// ready. The first replica listens on the cluster's Nexus port, the one Bootstrap verifies.
+/// A PostgreSQL server, Keepers and `n` replicas, bootstrapped and ready.
 async fn system(n: usize) -> (PgServer, Cluster, Vec<Replica>, String) {
-    let pg = PgServer::start().unwrap();
-    pg.create_database("spike").unwrap();
-    let dsn = pg.dsn("spike");
-    let mut cluster = Cluster::new(spec()).await.unwrap();
-    cluster.start_keepers().await.unwrap();
-    let first_port: u16 =
-        cluster.nexus_url().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap();
-    let mut replicas = vec![start_replica(&cluster, "nexus-a", first_port, &dsn).unwrap()];
-    for name in ["nexus-b", "nexus-c"].into_iter().take(n - 1) {
-        replicas.push(start_replica(&cluster, name, free_port().unwrap(), &dsn).unwrap());
-    }
-    let out = cluster.bootstrap(&[]).await.unwrap();
-    assert_eq!(out.code, Some(0), "bootstrap failed: {}{}", out.stdout, out.stderr);
-    for r in &replicas {
-        r.wait_ready(&cluster, Duration::from_secs(30)).await.unwrap();
-    }
-    (pg, cluster, replicas, dsn)
+    let sys = ReplicaSystem::start(spec(), n).await.unwrap();
+    (sys.pg, sys.cluster, sys.replicas, sys.dsn)
 }
 
 async fn clients(cluster: &Cluster, replicas: &[Replica], identity: &str) -> Vec<Spike> {

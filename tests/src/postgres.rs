@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use spike_client::{RetryPolicy, Spike};
 
-use crate::{Cluster, HarnessError, Proc, Result, fail, free_port, https_client};
+use crate::{Cluster, ClusterSpec, HarnessError, Proc, Result, fail, free_port, https_client};
 
 /// A running PostgreSQL server in a temporary directory.
 #[derive(Debug)]
@@ -257,10 +257,10 @@ fn pg_bin_dir() -> Result<PathBuf> {
     if let Some(dir) = versions.into_iter().rev().find(|d| has_tools(d)) {
         return Ok(dir);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d)) {
-            return Ok(dir);
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
+    {
+        return Ok(dir);
     }
     fail(
         "PostgreSQL server binaries (initdb, pg_ctl, psql, pg_dump) not found: install the \
@@ -362,5 +362,59 @@ impl Replica {
             .build()
             .await
             .map_err(|e| HarnessError(format!("client of {}: {e}", self.name)))
+    }
+}
+
+/// A whole replicated system: a PostgreSQL server with database `spike`, the cluster's Keepers
+/// and `replicas` Nexus replicas (1 to 8), bootstrapped, every replica ready.
+#[derive(Debug)]
+pub struct ReplicaSystem {
+    /// The database server (dropped last: replicas first).
+    pub replicas: Vec<Replica>,
+    /// Keepers and identities.
+    pub cluster: Cluster,
+    /// The DSN every replica uses.
+    pub dsn: String,
+    /// The server.
+    pub pg: PgServer,
+}
+
+impl ReplicaSystem {
+    /// Starts it (bounded: bootstrap 60 s, each replica 30 s to ready). The first replica
+    /// listens on the cluster's Nexus port, the one Bootstrap verifies against.
+    pub async fn start(spec: ClusterSpec, replicas: usize) -> Result<Self> {
+        if !(1..=8).contains(&replicas) {
+            return fail(format!("1 to 8 replicas, not {replicas}"));
+        }
+        let pg = PgServer::start()?;
+        pg.create_database("spike")?;
+        let dsn = pg.dsn("spike");
+        let mut cluster = Cluster::new(spec).await?;
+        cluster.start_keepers().await?;
+        let first_port: u16 =
+            cluster
+                .nexus_url()
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| HarnessError("the cluster's Nexus URL has no port".into()))?;
+        let mut started = vec![start_replica(&cluster, "nexus-a", first_port, &dsn)?];
+        for i in 1..replicas {
+            let name = format!("nexus-{}", (b'a' + i as u8) as char);
+            started.push(start_replica(&cluster, &name, free_port()?, &dsn)?);
+        }
+        let out = cluster.bootstrap(&[]).await?;
+        if out.code != Some(0) {
+            return fail(format!("bootstrap failed: {}{}", out.stdout, out.stderr));
+        }
+        for r in &started {
+            r.wait_ready(&cluster, Duration::from_secs(30)).await?;
+        }
+        Ok(Self { replicas: started, cluster, dsn, pg })
+    }
+
+    /// The port replica `i` listens on.
+    pub fn port(&self, i: usize) -> u16 {
+        self.replicas[i].url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 }

@@ -176,7 +176,7 @@ impl Recovery {
         let mut delay = FIRST_RETRY;
         let mut last_summary = String::new();
         loop {
-            if self.state.is_ready() {
+            if self.state.unsealed().is_some() {
                 self.state.recovery.set("ready (root key restored by an operator)".into());
                 tracing::info!("root key present (operator restore); recovery from Keepers ends");
                 return;
@@ -481,7 +481,7 @@ fn for_each_subset(n: usize, k: usize, mut try_subset: impl FnMut(&[usize]) -> b
 /// Waits `delay`, returning early once Nexus is ready (e.g. an operator restored it).
 async fn wait_until_ready(state: &NexusState, delay: Duration) {
     let deadline = Instant::now() + delay;
-    while !state.is_ready() {
+    while state.unsealed().is_none() {
         let now = Instant::now();
         if now >= deadline {
             return;

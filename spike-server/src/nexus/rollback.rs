@@ -98,9 +98,7 @@ pub fn judge(stored: Option<u64>, keepers: Option<u64>) -> Result<(), String> {
 pub async fn guard(state: Arc<NexusState>, client: KeeperClient, interval: Duration) {
     let peers = state.config().keeper_peers.clone();
     loop {
-        if let Some(unsealed) = state.unsealed() {
-            let root = Arc::clone(&unsealed);
-            drop(unsealed);
+        if let Some(root) = state.unsealed() {
             // 1. The Keepers first (see the module docs for why the order matters).
             let mut highest: Option<u64> = None;
             let asks = peers.iter().map(|url| client.checkpoint(url, None));
@@ -127,6 +125,15 @@ pub async fn guard(state: Arc<NexusState>, client: KeeperClient, interval: Durat
                 Ok(None) => {}
                 Err(why) => {
                     state.refuse_rolled_back_store(why);
+                    // Let a healthy replica (if any) lead; this one serves nothing any more.
+                    state.set_leader(false);
+                    let st = state.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Some(pg) = st.postgres() {
+                            pg.resign();
+                        }
+                    })
+                    .await;
                     return;
                 }
             }

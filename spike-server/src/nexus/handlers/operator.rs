@@ -61,7 +61,7 @@ pub fn restore(ctx: &Ctx<'_>) -> Reply {
         }
         req.validate(shamir::MAX_SHARES as u64).map_err(Reply::fail::<RestoreResponse>)?;
         let threshold = cfg.shamir_threshold;
-        if ctx.state.is_ready() {
+        if ctx.state.unsealed().is_some() {
             let done = RestoreResponse {
                 collected: threshold as i64,
                 restored: true,
