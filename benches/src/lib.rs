@@ -1,8 +1,48 @@
-//! Shared helpers for spike-rs benchmarks.
+//! Shared helpers for spike-rs benchmarks and load runners.
+//!
+//! - [`payload`]: deterministic payloads, so runs are comparable;
+//! - [`flags`]: the few `--name value` flags the runners take (no CLI framework needed);
+//! - [`latency`]: percentiles of recorded request latencies;
+//! - [`procfs`]: open descriptors, RSS and limits of a process, disk use of a directory;
+//! - [`system`]: a real system to measure — dev Workload API agent, Keepers and Bootstrap in
+//!   this process, `spike-nexus` as a separate process on 127.0.0.1.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod flags;
+pub mod latency;
+pub mod procfs;
+pub mod system;
 
 /// Deterministic payload of `len` bytes, so runs are comparable.
 pub fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// The value the runners store as secret number `index`, `len` bytes long (at least its
+/// 9-byte prefix): deterministic, so a read can be checked without keeping what was written.
+pub fn secret_value(index: usize, len: usize) -> String {
+    let mut v = format!("{index:08}-");
+    v.extend(std::iter::repeat_n('x', len.saturating_sub(v.len())));
+    v
+}
+
+/// What went wrong while setting up or running a benchmark; the message says what and, for
+/// process failures, carries the tail of the process's log.
+#[derive(Debug)]
+pub struct BenchError(pub String);
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+/// Result of benchmark helpers.
+pub type Result<T> = std::result::Result<T, BenchError>;
+
+pub(crate) fn fail<T>(message: impl Into<String>) -> Result<T> {
+    Err(BenchError(message.into()))
 }

@@ -49,26 +49,33 @@ impl KeeperClient {
     /// Sends this Keeper its shard (`POST /v1/store/contribute`).
     pub async fn contribute(&self, url: &str, share: &KeeperShare) -> Result<(), KeeperError> {
         let req = ShardContributeRequest { shard: Some(ShardBytes::from_keeper_share(share)) };
-        let body = wire::encode(&req).map_err(|e| KeeperError::Protocol {
+        let _: ShardContributeResponse = self.call(url, PATH_KEEPER_CONTRIBUTE, &req).await?;
+        Ok(())
+    }
+
+    /// Posts `req` to `path` and decodes a 200 answer carrying no error code.
+    async fn call<Req, Resp>(&self, url: &str, path: &str, req: &Req) -> Result<Resp, KeeperError>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned + wire::WireResponse,
+    {
+        let body = wire::encode(req).map_err(|e| KeeperError::Protocol {
             url: url.to_owned(),
             reason: format!("encoding the request failed: {e}"),
         })?;
-        let (status, bytes) = self.post(url, PATH_KEEPER_CONTRIBUTE, body.to_vec()).await?;
-        match status {
-            200 => {
-                let resp: ShardContributeResponse = wire::decode(&bytes).map_err(|e| {
-                    KeeperError::Protocol { url: url.to_owned(), reason: e.to_string() }
-                })?;
-                match resp.err {
-                    None => Ok(()),
-                    Some(code) => Err(KeeperError::Rejected {
-                        url: url.to_owned(),
-                        status,
-                        code: code.as_str().to_owned(),
-                    }),
-                }
-            }
-            _ => Err(status_error(url, status, &bytes)),
+        let (status, bytes) = self.post(url, path, body.to_vec()).await?;
+        if status != 200 {
+            return Err(status_error(url, status, &bytes));
+        }
+        let resp: Resp = wire::decode(&bytes)
+            .map_err(|e| KeeperError::Protocol { url: url.to_owned(), reason: e.to_string() })?;
+        match resp.error_code() {
+            None => Ok(resp),
+            Some(code) => Err(KeeperError::Rejected {
+                url: url.to_owned(),
+                status,
+                code: code.as_str().to_owned(),
+            }),
         }
     }
 
@@ -108,27 +115,8 @@ impl KeeperClient {
         offer: Option<RollbackCheckpoint>,
     ) -> Result<Option<RollbackCheckpoint>, KeeperError> {
         let req = CheckpointRequest { checkpoint: offer };
-        let body = wire::encode(&req).map_err(|e| KeeperError::Protocol {
-            url: url.to_owned(),
-            reason: format!("encoding the request failed: {e}"),
-        })?;
-        let (status, bytes) = self.post(url, PATH_KEEPER_CHECKPOINT, body.to_vec()).await?;
-        match status {
-            200 => {
-                let resp: CheckpointResponse = wire::decode(&bytes).map_err(|e| {
-                    KeeperError::Protocol { url: url.to_owned(), reason: e.to_string() }
-                })?;
-                match resp.err {
-                    None => Ok(resp.checkpoint),
-                    Some(code) => Err(KeeperError::Rejected {
-                        url: url.to_owned(),
-                        status,
-                        code: code.as_str().to_owned(),
-                    }),
-                }
-            }
-            _ => Err(status_error(url, status, &bytes)),
-        }
+        let resp: CheckpointResponse = self.call(url, PATH_KEEPER_CHECKPOINT, &req).await?;
+        Ok(resp.checkpoint)
     }
 
     /// Asks the Keeper whether it holds a shard (`GET /readyz`, a spike-rs extension that

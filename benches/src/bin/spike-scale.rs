@@ -1,0 +1,344 @@
+//! `spike-scale`: Nexus on sled with a million secrets — load rate, memory, restart time, GET
+//! latency and disk use, each against the same figure at a small size in the same run.
+//!
+//! Starts a dev agent, three Keepers and Bootstrap in this process and `spike-nexus` (sled) as
+//! its own process, then:
+//!
+//! 1. writes `--baseline` secrets and measures the small-store figures: GET p50/p99 (random
+//!    keys, values checked), restart (SIGKILL, start, root key back from the Keepers, store
+//!    open) to ready, RSS, disk use;
+//! 2. writes secrets up to `--count` over `--load-clients` mTLS connections (every PUT is on
+//!    disk before it is acknowledged), stopping at `--load-timeout`; reports the load rate;
+//! 3. measures the same figures at that size, GETs both before the restart (warm) and after
+//!    it (cold caches).
+//!
+//! Exits non-zero if a request fails or the load did not reach `--count` in time (the figures
+//! are still printed, for the size reached). Bounded in count and time.
+//!
+//! ```sh
+//! cargo run --release -p spike-benches --bin spike-scale                   # 1,000,000 secrets
+//! cargo run --release -p spike-benches --bin spike-scale -- --quick        # 20,000 secrets
+//! cargo run --release -p spike-benches --bin spike-scale -- --count 200000
+//! ```
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use spike_benches::flags::Flags;
+use spike_benches::latency::{Summary, ms};
+use spike_benches::procfs;
+use spike_benches::system::{self, System, SystemSpec};
+use spike_benches::{BenchError, Result, secret_value};
+use spike_client::Spike;
+use spike_client::identity::IdentitySource;
+use spike_core::secret::SecretValues;
+
+const USAGE: &str = "usage: spike-scale [--quick] [--count N] [--baseline N] [--value-bytes N]
+                   [--load-clients N] [--load-timeout S] [--get-clients N] [--get-secs S]";
+
+/// No GET client sends more than this many requests in one phase, whatever the deadline.
+const MAX_GETS_PER_CLIENT: usize = 1_000_000;
+/// Longest wait for a restarted Nexus to serve.
+const READY_LIMIT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+struct Opts {
+    count: u64,
+    baseline: u64,
+    value_bytes: usize,
+    load_clients: usize,
+    load_timeout: Duration,
+    get_clients: usize,
+    get_secs: Duration,
+}
+
+impl Opts {
+    fn parse(mut f: Flags) -> Result<Self> {
+        let quick = f.switch("quick");
+        let d = |full: u64, short: u64| if quick { short } else { full };
+        let count = f.number("count", d(1_000_000, 20_000), 1, 100_000_000)?;
+        let opts = Self {
+            count,
+            baseline: f.number("baseline", 1_000, 1, 1_000_000)?.min(count),
+            value_bytes: f.number("value-bytes", 64, 9, 65_536)? as usize,
+            load_clients: f.number("load-clients", 64, 1, 1000)? as usize,
+            load_timeout: f.seconds("load-timeout", d(3600, 300), 1, 86_400)?,
+            get_clients: f.number("get-clients", 16, 1, 1000)? as usize,
+            get_secs: f.seconds("get-secs", d(10, 3), 1, 600)?,
+        };
+        f.finish()?;
+        Ok(opts)
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match Flags::parse(args, &["quick"]).and_then(Opts::parse) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("spike-scale: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("spike-scale: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(opts)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("spike-scale: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn path_of(i: u64) -> String {
+    format!("scale/s{i:08}")
+}
+
+/// Writes secrets `from..to` over `clients` connections until done or `deadline`; returns how
+/// far it got (every secret below that index was acknowledged). Stops at the first failure.
+async fn load(
+    url: &str,
+    source: &IdentitySource,
+    range: std::ops::Range<u64>,
+    clients: usize,
+    value_bytes: usize,
+    deadline: Instant,
+    pid: u32,
+) -> Result<u64> {
+    let next = Arc::new(AtomicU64::new(range.start));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let client = system::connect(url, source).await?;
+        let (next, done, failed) = (next.clone(), done.clone(), failed.clone());
+        let end = range.end;
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline && !failed.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                let value = secret_value(i as usize, value_bytes);
+                let v: SecretValues = [("v", value.as_str())].into_iter().collect();
+                if let Err(e) = client.put_secret(&path_of(i), v).await {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(BenchError(format!("PUT {}: {e}", path_of(i))));
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    // Progress every 10 s while the writers run (bounded by the same deadline).
+    let started = Instant::now();
+    let total = range.end - range.start;
+    let mut last = (started, 0);
+    while !tasks.iter().all(|t| t.is_finished()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if last.0.elapsed() >= Duration::from_secs(10) {
+            let n = done.load(Ordering::Relaxed);
+            let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            let rss = procfs::sample(pid).map(|s| s.rss_kib / 1024).unwrap_or(0);
+            println!(
+                "  loaded {n:>9} / {total} ({:>5.1} s): {rate:>6.0} PUT/s now, Nexus RSS {rss} MiB",
+                started.elapsed().as_secs_f64()
+            );
+            last = (Instant::now(), n);
+        }
+    }
+    for t in tasks {
+        t.await.map_err(|e| BenchError(format!("load task: {e}")))??;
+    }
+    Ok(next.load(Ordering::Relaxed).min(range.end))
+}
+
+/// GETs random secrets below `size` (values checked) from `clients` connections for `secs`.
+async fn gets(
+    url: &str,
+    source: &IdentitySource,
+    size: u64,
+    clients: usize,
+    secs: Duration,
+    value_bytes: usize,
+) -> Result<(Summary, f64)> {
+    let mut conns: Vec<Spike> = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(system::connect(url, source).await?);
+    }
+    let deadline = Instant::now() + secs;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for (n, client) in conns.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            // xorshift64*: a cheap, reproducible spread of keys per client.
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1);
+            let mut lat = Vec::new();
+            while Instant::now() < deadline && lat.len() < MAX_GETS_PER_CLIENT {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                let i = x.wrapping_mul(0x2545_F491_4F6C_DD1D) % size;
+                let t = Instant::now();
+                let v = client
+                    .get_secret(&path_of(i))
+                    .await
+                    .map_err(|e| BenchError(format!("GET {}: {e}", path_of(i))))?;
+                if v.get("v") != Some(secret_value(i as usize, value_bytes).as_str()) {
+                    // Never print the value itself.
+                    return Err(BenchError(format!("GET {}: wrong value", path_of(i))));
+                }
+                lat.push(t.elapsed());
+            }
+            Ok::<_, BenchError>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| BenchError(format!("GET task: {e}")))??);
+    }
+    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((Summary::of(&mut all), rps))
+}
+
+/// The figures at one store size.
+#[derive(Debug, Default)]
+struct AtSize {
+    secrets: u64,
+    warm: Option<(Summary, f64)>,
+    cold: Option<(Summary, f64)>,
+    rss_before_restart_mib: u64,
+    restart: Duration,
+    rss_after_restart_mib: u64,
+    rss_after_gets_mib: u64,
+    disk_total: u64,
+    disk_sled: u64,
+    disk_audit: u64,
+}
+
+async fn measure(
+    system: &mut System,
+    source: &IdentitySource,
+    size: u64,
+    o: &Opts,
+) -> Result<AtSize> {
+    let url = system.nexus_url();
+    let rss =
+        |pid: Option<u32>| pid.and_then(|p| procfs::sample(p).ok()).map_or(0, |s| s.rss_kib / 1024);
+    let mut m = AtSize { secrets: size, ..AtSize::default() };
+    m.warm = Some(gets(&url, source, size, o.get_clients, o.get_secs, o.value_bytes).await?);
+    m.rss_before_restart_mib = rss(system.nexus_pid());
+    m.restart = system.restart_nexus(READY_LIMIT).await?;
+    m.rss_after_restart_mib = rss(system.nexus_pid());
+    m.cold = Some(gets(&url, source, size, o.get_clients, o.get_secs, o.value_bytes).await?);
+    m.rss_after_gets_mib = rss(system.nexus_pid());
+    let data = system.data_dir();
+    let du = |p: std::path::PathBuf| procfs::disk_usage(&p).unwrap_or(0);
+    m.disk_total = du(data.clone());
+    m.disk_sled = du(data.join("sled"));
+    m.disk_audit = du(data.join("audit.log"));
+    Ok(m)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn print_size(m: &AtSize) {
+    let (w, wr) = m.warm.unwrap_or_default();
+    let (c, cr) = m.cold.unwrap_or_default();
+    println!(
+        "| {:>9} | {:>7.2} / {:>7.2} ({:>6.0}/s) | {:>7.2} / {:>7.2} ({:>6.0}/s) | {:>8.0} | {:>5} / {:>5} / {:>5} | {:>7.0} / {:>7.0} / {:>6.0} |",
+        m.secrets,
+        ms(w.p50),
+        ms(w.p99),
+        wr,
+        ms(c.p50),
+        ms(c.p99),
+        cr,
+        ms(m.restart),
+        m.rss_before_restart_mib,
+        m.rss_after_restart_mib,
+        m.rss_after_gets_mib,
+        mib(m.disk_total),
+        mib(m.disk_sled),
+        mib(m.disk_audit),
+    );
+}
+
+async fn run(o: Opts) -> Result<bool> {
+    println!("spike-scale: {o:?}");
+    let mut system = System::start(SystemSpec::default()).await?;
+    let source = system.identity("pilot-superuser").await?;
+    let url = system.nexus_url();
+    let pid =
+        |s: &System| s.nexus_pid().ok_or_else(|| BenchError("spike-nexus is not running".into()));
+
+    let far = Instant::now() + o.load_timeout;
+    let b = load(&url, &source, 0..o.baseline, o.load_clients, o.value_bytes, far, pid(&system)?)
+        .await?;
+    let small = measure(&mut system, &source, b, &o).await?;
+
+    println!("loading secrets {b}..{} ({} connections)", o.count, o.load_clients);
+    let started = Instant::now();
+    let deadline = started + o.load_timeout;
+    let size =
+        load(&url, &source, b..o.count, o.load_clients, o.value_bytes, deadline, pid(&system)?)
+            .await?;
+    let took = started.elapsed();
+    let rate = (size - b) as f64 / took.as_secs_f64();
+    let rss_loaded = procfs::sample(pid(&system)?).map_or(0, |s| s.rss_kib / 1024);
+    println!(
+        "loaded {} secrets ({} bytes each) in {:.1} s: {rate:.0} PUT/s; Nexus RSS {rss_loaded} MiB",
+        size - b,
+        o.value_bytes,
+        took.as_secs_f64()
+    );
+    let large = measure(&mut system, &source, size, &o).await?;
+
+    println!(
+        "\n| secrets | GET p50 / p99 ms, warm (req/s) | GET p50 / p99 ms, after restart (req/s) | restart→ready ms | RSS MiB: loaded / restarted / after GETs | disk MiB: total / sled / audit |"
+    );
+    println!("|---|---|---|---|---|---|");
+    print_size(&small);
+    print_size(&large);
+    let ratio = |a: Duration, b: Duration| ms(a) / ms(b);
+    let (sw, lw) = (small.warm.unwrap_or_default().0, large.warm.unwrap_or_default().0);
+    let (sc, lc) = (small.cold.unwrap_or_default().0, large.cold.unwrap_or_default().0);
+    println!(
+        "\n{size} vs {b} secrets: GET p99 {:.2}x warm, {:.2}x after restart; restart→ready \
+         {:.1}x; RSS after restart {:.1}x; load {rate:.0} PUT/s over {} connections",
+        ratio(lw.p99, sw.p99),
+        ratio(lc.p99, sc.p99),
+        ratio(large.restart, small.restart),
+        large.rss_after_restart_mib as f64 / small.rss_after_restart_mib.max(1) as f64,
+        o.load_clients,
+    );
+    println!(
+        "disk per secret: {:.0} bytes (sled {:.0}, audit {:.0})",
+        large.disk_total as f64 / size as f64,
+        large.disk_sled as f64 / size as f64,
+        large.disk_audit as f64 / size as f64
+    );
+    let reached = size >= o.count;
+    if !reached {
+        println!("INCOMPLETE: reached {size} of {} secrets within {:?}", o.count, o.load_timeout);
+    }
+    println!("\n{}", if reached { "PASS" } else { "FAIL" });
+    system.shutdown().await;
+    Ok(reached)
+}
