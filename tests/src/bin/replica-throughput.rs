@@ -96,7 +96,14 @@ async fn measure(
     clients: usize,
     length: Duration,
 ) -> Result<(Phase, Phase), HarnessError> {
-    let spec = ClusterSpec { log_level: "warn".into(), ..ClusterSpec::default() };
+    // One caller identity drives all the load: lift the per-caller rate limit out of the way.
+    let spec = ClusterSpec {
+        log_level: "warn".into(),
+        nexus_env: [("SPIKE_NEXUS_RATE_LIMIT".to_owned(), "1000000".to_owned())]
+            .into_iter()
+            .collect(),
+        ..ClusterSpec::default()
+    };
     let system = ReplicaSystem::start(spec, replicas).await?;
     let mut sdk = Vec::new();
     for i in 0..clients {
@@ -132,17 +139,22 @@ where
     Fut: std::future::Future<Output = Result<(), spike_client::Error>> + Send,
 {
     let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (n, client) in sdk.iter().enumerate() {
-        let (client, errors) = (client.clone(), errors.clone());
+        let (client, errors, first_error) = (client.clone(), errors.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut i = 0;
             while started.elapsed() < length {
                 let t = Instant::now();
-                if op(client.clone(), n, i).await.is_err() {
+                if let Err(e) = op(client.clone(), n, i).await {
                     errors.fetch_add(1, Ordering::Relaxed);
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e.to_string());
                 }
                 latencies.push(t.elapsed());
                 i += 1;
@@ -157,7 +169,11 @@ where
     let elapsed = started.elapsed();
     let errors = errors.load(Ordering::Relaxed);
     if errors > 0 {
-        return Err(HarnessError(format!("{errors} requests failed")));
+        let first = first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        return Err(HarnessError(format!(
+            "{errors} requests failed; the first: {}",
+            first.unwrap_or_default()
+        )));
     }
     all.sort();
     let at = |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)));
