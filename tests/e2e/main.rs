@@ -5,12 +5,18 @@
 //! - `recovery`: Keepers, Bootstrap and automatic recovery — a Nexus restart needs no human,
 //!   a lost Keeper is re-armed, a total loss is undone by operator restore, and only Nexus may
 //!   read a shard.
+//! - `crash`: crash consistency under load — Nexus (and Keepers) killed mid-write, every
+//!   acknowledged write checked after each restart.
+//! - `disk`: a full disk and a read-only data directory — a clear error, no hang, no false
+//!   success, and nothing acknowledged lost once the fault is gone.
 //! - `pg_backend`: the PostgreSQL backend alone on a real server (CAS races, scans, schema
 //!   versions, TLS verification).
 //! - `replicas`: several Nexus replicas on one real PostgreSQL server — shared versions, keys
 //!   and policies, a replica killed mid-write, leader failover, rollback detection.
 #![forbid(unsafe_code)]
 
+mod crash;
+mod disk;
 mod pg_backend;
 mod recovery;
 mod replicas;
