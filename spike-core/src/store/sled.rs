@@ -37,7 +37,7 @@ use super::backend::{Backend, Batch, Commit, Write};
 use crate::error::StoreError;
 
 /// How long [`SledBackend::open`] waits for a directory lock held by someone else.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// A [`Backend`] on a sled database directory; every acknowledged write is on disk.
 pub struct SledBackend {
@@ -66,7 +66,7 @@ impl SledBackend {
     ///
     /// sled locks the directory for one open database. After a database in this process is
     /// dropped, sled's background I/O threads may hold it for a few more milliseconds, so a
-    /// lock held by someone else is waited for up to five seconds before giving up; a second
+    /// lock held by someone else is waited for up to ten seconds before giving up; a second
     /// process that keeps the directory open still gets a clear error.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_waiting(path.as_ref(), LOCK_WAIT)
@@ -77,9 +77,7 @@ impl SledBackend {
         loop {
             match sled::Config::new().path(path).open() {
                 Ok(db) => return Ok(Self::from_db(db)),
-                Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline =>
-                {
+                Err(sled::Error::Io(e)) if is_lock_held(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => {
@@ -140,6 +138,12 @@ impl SledBackend {
             Err(TransactionError::Storage(e)) => Err(sled_error(e)),
         }
     }
+}
+
+/// True for sled's "could not acquire lock" error: sled wraps the `WouldBlock` from the file
+/// lock in an error of kind `Other`, so the message is what tells.
+fn is_lock_held(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 /// A key in the database that is not UTF-8: ours always are, so this is tampering or another
@@ -388,5 +392,20 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("not open in another process"), "{text}");
         assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn a_lock_released_while_waiting_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledBackend::open(dir.path()).unwrap();
+        held.put("k", b"v").unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        // Starts while the lock is held (the first attempt fails) and succeeds once it is free.
+        let reopened = SledBackend::open_waiting(dir.path(), Duration::from_secs(30)).unwrap();
+        release.join().unwrap();
+        assert_eq!(reopened.get("k").unwrap().as_deref(), Some(&b"v"[..]));
     }
 }
