@@ -43,6 +43,50 @@ impl std::error::Error for BenchError {}
 /// Result of benchmark helpers.
 pub type Result<T> = std::result::Result<T, BenchError>;
 
+/// The `main` of a benchmark runner: `--help` prints `usage`; otherwise the arguments are
+/// parsed as flags (`switches` take no value) by `parse`, and `run` goes on a multi-threaded
+/// runtime. Exit codes: 0 when `run` returns `Ok(true)`, 1 for `Ok(false)` (a check failed) or
+/// an error, 2 for bad flags.
+pub fn bench_main<O, Fut>(
+    name: &str,
+    usage: &str,
+    switches: &[&str],
+    parse: impl FnOnce(flags::Flags) -> Result<O>,
+    run: impl FnOnce(O) -> Fut,
+) -> std::process::ExitCode
+where
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    use std::process::ExitCode;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{usage}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match flags::Flags::parse(args, switches).and_then(parse) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{name}: {e}\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(opts)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 pub(crate) fn fail<T>(message: impl Into<String>) -> Result<T> {
     Err(BenchError(message.into()))
 }

@@ -85,33 +85,7 @@ impl Opts {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let opts = match Flags::parse(args, &["quick"]).and_then(Opts::parse) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("spike-soak: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("spike-soak: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(opts)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("spike-soak: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    spike_benches::bench_main("spike-soak", USAGE, &["quick"], Opts::parse, run)
 }
 
 /// What the client tasks share during a phase.
