@@ -41,3 +41,31 @@ pub fn nexus_id_from_env() -> String {
         .unwrap_or_else(|| spike_core::identity::DEFAULT_TRUST_DOMAIN.into());
     spike_core::identity::Role::Nexus.spiffe_id(&td)
 }
+
+/// Parses a Go-style duration as SPIKE's settings are written: `500ms`, `30s`, `5m`, `1h`, or
+/// a sum like `1m30s`. `None` for anything else (callers name the setting in their error).
+pub fn parse_go_duration(value: &str) -> Option<Duration> {
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        total = total.saturating_add(match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return None,
+        });
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}

@@ -19,35 +19,11 @@ pub fn parse_listen_addr(name: &'static str, value: &str) -> Result<SocketAddr, 
 
 /// Parses a Go-style duration: `500ms`, `30s`, `5m`, `1h`, or a combination like `1m30s`.
 pub fn parse_duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let bad = || ConfigError::Invalid {
+    spike_client::config::parse_go_duration(value).ok_or_else(|| ConfigError::Invalid {
         name,
         value: value.to_owned(),
         expected: "a duration like \"500ms\", \"30s\", \"5m\", \"1h\" or \"1m30s\"",
-    };
-    let mut rest = value.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(bad()),
-        };
-        total = total.saturating_add(unit);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    })
 }
 
 /// Parses a positive integer setting within `min..=max`.

@@ -59,34 +59,11 @@ pub async fn client(conn: &Connection) -> Result<Spike, CliError> {
 
 /// Parses a duration such as `500ms`, `30s`, `5m`, `1h` or `1m30s`.
 pub fn parse_duration(flag: &str, value: &str) -> Result<Duration, CliError> {
-    let bad = || {
+    spike_client::config::parse_go_duration(value).ok_or_else(|| {
         CliError::Usage(format!(
             "{flag} {value:?} is not a duration; use e.g. \"500ms\", \"30s\", \"5m\" or \"1h\""
         ))
-    };
-    let mut rest = value.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        total = total.saturating_add(match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(bad()),
-        });
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    })
 }
 
 /// Reads all of standard input (bounded) into a zeroizing buffer.
