@@ -796,13 +796,15 @@ fn routes_have_spikes_paths_and_actions() {
         (Route::BootstrapVerify, "/v1/bootstrap/verify"),
         (Route::KeeperContribute, "/v1/store/contribute"),
         (Route::KeeperShard, "/v1/store/shard"),
+        (Route::KeeperCheckpoint, "/v1/store/checkpoint"),
     ] {
         assert_eq!(route.path_and_query(), pq);
         let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
         assert_eq!(Route::resolve(route.service(), "POST", path, query), Some(route), "{pq}");
     }
-    assert_eq!(Route::ALL.len(), 19);
+    assert_eq!(Route::ALL.len(), 20);
     assert!(Route::SecretDestroy.is_extension() && Route::OperatorRotate.is_extension());
+    assert!(Route::KeeperCheckpoint.is_extension());
     assert!(!Route::SecretPut.is_extension());
 }
 
@@ -914,4 +916,21 @@ fn interop_value_keys_follow_spikes_name_rule() {
     ] {
         assert!(!is_valid_value_key(bad), "{bad:?} should be refused");
     }
+}
+
+#[test]
+fn keeper_checkpoint_extension_bytes_are_pinned() {
+    use spike_core::wire::keeper::{CheckpointRequest, CheckpointResponse, RollbackCheckpoint};
+    let ask = CheckpointRequest::default();
+    assert_eq!(&spike_core::wire::encode(&ask).unwrap()[..], b"{}");
+    let cp = RollbackCheckpoint { counter: 42, mac: "ab".repeat(32) };
+    let offer = CheckpointRequest { checkpoint: Some(cp.clone()) };
+    let json = format!(r#"{{"checkpoint":{{"counter":42,"mac":"{}"}}}}"#, "ab".repeat(32));
+    assert_eq!(&spike_core::wire::encode(&offer).unwrap()[..], json.as_bytes());
+    let none: CheckpointResponse = spike_core::wire::decode(br#"{"checkpoint":null}"#).unwrap();
+    assert_eq!(none, CheckpointResponse::default());
+    let held = CheckpointResponse { checkpoint: Some(cp), err: None };
+    let round: CheckpointResponse =
+        spike_core::wire::decode(&spike_core::wire::encode(&held).unwrap()).unwrap();
+    assert_eq!(round, held);
 }
