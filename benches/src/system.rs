@@ -191,9 +191,12 @@ impl System {
         let err = log.try_clone().map_err(|e| BenchError(format!("log handle: {e}")))?;
         self.starts += 1;
         let started = Instant::now();
+        // glibc allocator tuning (e.g. MALLOC_ARENA_MAX) passes through, for memory experiments.
+        let malloc_tuning = std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_"));
         let child = Command::new(&self.nexus_bin)
             .env_clear()
             .envs(&env)
+            .envs(malloc_tuning)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
