@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_uint};
 
 use ::spike_client::Error;
+use ::spike_client::spike_core::error::chain;
 
 use crate::ffi;
 use crate::panic::catch_void;
@@ -163,21 +164,6 @@ impl From<Error> for Fault {
         };
         Self::new(code, chain(&e))
     }
-}
-
-/// The error and its causes, joined (client errors never carry secret values).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 thread_local! {

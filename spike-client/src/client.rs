@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use spike_core::error::chain;
 use spike_core::wire::{self, Route};
 
 use crate::config;
@@ -151,10 +152,7 @@ impl SpikeBuilder {
             .tcp_nodelay(true)
             .no_proxy()
             .build()
-            .map_err(|e| Error::InvalidInput {
-                what: "HTTP client".into(),
-                reason: error_chain(&e),
-            })?;
+            .map_err(|e| Error::InvalidInput { what: "HTTP client".into(), reason: chain(&e) })?;
         let base = self.url.unwrap_or_else(config::nexus_url_from_env);
         let base = base.trim_end_matches('/').to_owned();
         if !base.starts_with("https://") {
@@ -266,10 +264,7 @@ impl Spike {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| Error::NexusUnreachable {
-                url: self.base.clone(),
-                reason: error_chain(&e),
-            })?;
+            .map_err(|e| Error::NexusUnreachable { url: self.base.clone(), reason: chain(&e) })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -277,10 +272,10 @@ impl Spike {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = response.bytes().await.map_err(|e| Error::NexusUnreachable {
-            url: self.base.clone(),
-            reason: error_chain(&e),
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::NexusUnreachable { url: self.base.clone(), reason: chain(&e) })?;
         Ok(RawResponse { status, body: zeroize::Zeroizing::new(bytes.to_vec()), retry_after })
     }
 }
@@ -308,19 +303,4 @@ fn jitter(delay: Duration) -> Duration {
     // ±50 % so a fleet of clients does not retry in lockstep.
     let factor = 0.5 + fastrand::f64();
     delay.mul_f64(factor)
-}
-
-/// The error and its causes, joined, for messages.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cause = c.source();
-    }
-    out
 }

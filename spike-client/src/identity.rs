@@ -25,6 +25,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Trust
 use rustls::sign::CertifiedKey;
 use spiffe::{SpiffeId, TrustDomain, X509Bundle, X509BundleSet, X509Source, X509Svid};
 
+use spike_core::error::chain;
+
 use crate::error::{Error, Result};
 
 /// The environment variable naming the Workload API endpoint (SPIFFE Workload Endpoint §4).
@@ -228,7 +230,7 @@ impl IdentitySource {
             .initial_sync_timeout(initial_sync_timeout)
             .build()
             .await
-            .map_err(|e| fail(error_chain(&e)))?;
+            .map_err(|e| fail(chain(&e)))?;
         let this = Self::from_x509_source(source, endpoint.clone());
         // Fail now, not at the first handshake, if the SVID or bundle is unusable.
         this.current().map_err(|e| fail(e.to_string()))?;
@@ -270,8 +272,7 @@ impl IdentitySource {
                         "the Workload API source was shut down".into(),
                     ));
                 }
-                let unavailable =
-                    |e: spiffe::X509SourceError| Error::SourceUnavailable(error_chain(&e));
+                let unavailable = |e: spiffe::X509SourceError| Error::SourceUnavailable(chain(&e));
                 let svid = state.svid().map_err(unavailable)?;
                 let bundles = Arc::clone(state.context().map_err(unavailable)?.bundle_set());
                 // Converting for rustls parses keys; do it once per rotation, not per handshake.
@@ -319,26 +320,6 @@ impl fmt::Debug for IdentitySource {
             Kind::Static(id) => f.debug_tuple("IdentitySource::InMemory").field(id).finish(),
         }
     }
-}
-
-/// `e` and its sources, joined, so messages keep the root cause (e.g. "connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    let mut depth = 0;
-    while let Some(cause) = next {
-        depth += 1;
-        if depth > 8 {
-            break;
-        }
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
 }
 
 /// Reads the three spiffe-helper files from `dir` into an [`Identity`].

@@ -267,3 +267,49 @@ pub enum SecretValuesError {
         column: usize,
     },
 }
+
+/// Causes [`chain`] follows at most (a guard against pathological `source` chains).
+const MAX_CAUSES: usize = 16;
+
+/// `e` and its causes ([`std::error::Error::source`]) joined with `": "` for a message, each
+/// text once: a cause whose text the message already contains (because a wrapper printed it
+/// with `{0}`) is not repeated. Keeps the root cause (e.g. "connection refused") in messages.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    let mut depth = 0;
+    while let Some(c) = cause {
+        depth += 1;
+        if depth > MAX_CAUSES {
+            break;
+        }
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Error)]
+    #[error("cannot reach Nexus")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, Error)]
+    #[error("store failed: {0}")]
+    struct Echoing(#[source] std::io::Error);
+
+    #[test]
+    fn chain_joins_causes_once_each() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(chain(&Outer(refused())), "cannot reach Nexus: refused");
+        assert_eq!(chain(&Echoing(refused())), "store failed: refused");
+        assert_eq!(chain(&refused()), "refused");
+    }
+}

@@ -27,6 +27,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use sha2::{Digest, Sha256};
 use spiffe::SpiffeId;
 use spike_client::identity::IdentitySource;
+use spike_core::error::chain;
 use spike_core::identity::{DEFAULT_TRUST_DOMAIN, Role};
 use spike_core::secret::{KeeperShare, RootKey, fill_random};
 use spike_core::shamir;
@@ -36,7 +37,7 @@ use zeroize::Zeroizing;
 
 use crate::config::{parse_bounded, parse_duration};
 use crate::error::ConfigError;
-use crate::keeper::client::{chain, mtls_http_client};
+use crate::keeper::client::mtls_http_client;
 use crate::keeper::{KeeperClient, KeeperError, keeper_id};
 use crate::nexus::authz::TrustRoots;
 pub use crate::nexus::recovery::STORE_STATE_HEADER;

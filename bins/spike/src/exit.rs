@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use spike_client::Error as ClientError;
+use spike_core::error::chain;
 use thiserror::Error;
 
 /// Success.
@@ -128,7 +129,7 @@ fn message(err: &CliError) -> String {
             let who = CALLER.get().map(String::as_str).unwrap_or("this SPIFFE ID");
             format!("permission denied: no policy lets {who} do this")
         }
-        other => error_chain(other),
+        other => chain(other),
     }
 }
 
@@ -146,21 +147,6 @@ fn hint(err: &CliError) -> Option<String> {
         }
         _ => None,
     }
-}
-
-/// The error and its causes, once each.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 /// Escapes regex metacharacters, so a SPIFFE ID can go into a policy pattern as a literal.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use spiffe::SpiffeId;
 use spike_client::identity::IdentitySource;
+use spike_core::error::chain;
 use spike_core::secret::KeeperShare;
 use spike_core::wire::keeper::*;
 use spike_core::wire::{
@@ -188,19 +189,4 @@ fn status_error(url: &str, status: u16, body: &[u8]) -> KeeperError {
         .map(|c| c.as_str().to_owned())
         .unwrap_or_default();
     KeeperError::Rejected { url: url.to_owned(), status, code }
-}
-
-/// The error and its causes, joined, for messages.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cause = c.source();
-    }
-    out
 }
