@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -295,44 +295,11 @@ async fn identity(agent: &DevAgentHandle, name: &str) -> Result<IdentitySource> 
 /// profile and target directory of the running benchmark, so it is never stale.
 pub fn nexus_binary() -> Result<PathBuf> {
     let name = format!("spike-nexus{}", std::env::consts::EXE_SUFFIX);
-    let dir = if let Some(dir) = std::env::var_os("SPIKE_BENCH_BIN_DIR") {
-        PathBuf::from(dir)
-    } else {
-        let current = std::env::current_exe()
-            .map_err(|e| BenchError(format!("cannot find the running executable: {e}")))?;
-        let mut dir = current.parent().map(Path::to_path_buf).unwrap_or_default();
-        if dir.file_name().is_some_and(|n| n == "deps") {
-            dir.pop();
-        }
-        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
-        let Some(target_dir) = dir.parent() else {
-            return fail(format!("{} is not inside a cargo target directory", dir.display()));
-        };
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "spike-nexus", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let status =
-            cmd.status().map_err(|e| BenchError(format!("cannot run cargo build: {e}")))?;
-        if !status.success() {
-            return fail(format!(
-                "`cargo build -p spike-nexus` failed ({status}); fix the build, or set \
-                 SPIKE_BENCH_BIN_DIR to a directory with a prebuilt spike-nexus"
-            ));
-        }
-        dir
+    let dir = match std::env::var_os("SPIKE_BENCH_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => spike_e2e::build_in_current_target(&["-p", "spike-nexus"]).map_err(|e| {
+            BenchError(format!("{e}, or set SPIKE_BENCH_BIN_DIR to a prebuilt spike-nexus"))
+        })?,
     };
     let bin = dir.join(name);
     if !bin.is_file() {

@@ -75,48 +75,17 @@ pub fn binaries() -> Result<&'static Binaries> {
 
 fn locate_and_build() -> Result<Binaries> {
     let exe = |dir: &Path, name: &str| dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let dir = if let Some(dir) = std::env::var_os("SPIKE_E2E_BIN_DIR") {
-        PathBuf::from(dir)
-    } else {
-        let current = std::env::current_exe()
-            .map_err(|e| HarnessError(format!("cannot find the running executable: {e}")))?;
-        let mut dir = current.parent().map(Path::to_path_buf).unwrap_or_default();
-        if dir.file_name().is_some_and(|n| n == "deps") {
-            dir.pop();
-        }
-        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
-        let Some(target_dir) = dir.parent() else {
-            return fail(format!("{} is not inside a cargo target directory", dir.display()));
-        };
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.arg("build")
-            .arg("--quiet")
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir)
-            .args(["-p", "spike-nexus", "-p", "spike-keeper", "-p", "spike-bootstrap"]);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let status = cmd
-            .status()
-            .map_err(|e| HarnessError(format!("cannot run cargo to build the binaries: {e}")))?;
-        if !status.success() {
-            return fail(format!(
-                "`cargo build -p spike-nexus -p spike-keeper -p spike-bootstrap` failed \
-                 ({status}); fix the build, or set SPIKE_E2E_BIN_DIR to prebuilt binaries"
-            ));
-        }
-        dir
+    let dir = match std::env::var_os("SPIKE_E2E_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => build_in_current_target(&[
+            "-p",
+            "spike-nexus",
+            "-p",
+            "spike-keeper",
+            "-p",
+            "spike-bootstrap",
+        ])
+        .map_err(|e| HarnessError(format!("{e}, or set SPIKE_E2E_BIN_DIR to prebuilt binaries")))?,
     };
     let bins = Binaries {
         nexus: exe(&dir, "spike-nexus"),
@@ -133,6 +102,47 @@ fn locate_and_build() -> Result<Binaries> {
         }
     }
     Ok(bins)
+}
+
+/// Runs `cargo build --quiet <args>` for this workspace into the target directory and profile
+/// of the running executable (a test, a benchmark, a load runner), so the processes it then
+/// starts are never stale; returns the directory the binaries land in (`target/<profile>`).
+/// Cheap when nothing changed. Tests and runners that take prebuilt binaries from an
+/// environment variable skip this.
+pub fn build_in_current_target(args: &[&str]) -> Result<PathBuf> {
+    let current = std::env::current_exe()
+        .map_err(|e| HarnessError(format!("cannot find the running executable: {e}")))?;
+    let mut dir = current.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
+        dir.pop();
+    }
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
+    let Some(target_dir) = dir.parent() else {
+        return fail(format!("{} is not inside a cargo target directory", dir.display()));
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(args);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let what = format!("cargo build {}", args.join(" "));
+    let status = cmd.status().map_err(|e| HarnessError(format!("cannot run `{what}`: {e}")))?;
+    if !status.success() {
+        return fail(format!("`{what}` failed ({status}); fix the build"));
+    }
+    Ok(dir)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; reused for every restart of a process).

@@ -39,12 +39,7 @@ fn build_siblings() {
         if std::env::var_os("SPIKE_DEV_BIN_DIR").is_some() {
             return;
         }
-        let bin = bin_dir();
-        let profile = bin.file_name().unwrap().to_str().unwrap().to_owned();
-        let target = bin.parent().unwrap().to_path_buf();
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let builds: [&[&str]; 2] = [
+        for packages in [
             &[
                 "-p",
                 "spike-nexus",
@@ -54,27 +49,10 @@ fn build_siblings() {
                 "spike-bootstrap",
                 "-p",
                 "spike-dev-agent",
-            ],
+            ][..],
             &["-p", "spike-client", "--examples"],
-        ];
-        for packages in builds {
-            let mut cmd = Command::new(&cargo);
-            cmd.args(["build", "--quiet", "--manifest-path"])
-                .arg(&manifest)
-                .arg("--target-dir")
-                .arg(&target)
-                .args(packages);
-            match profile.as_str() {
-                "debug" => {}
-                "release" => {
-                    cmd.arg("--release");
-                }
-                other => {
-                    cmd.args(["--profile", other]);
-                }
-            }
-            let status = cmd.status().expect("run cargo");
-            assert!(status.success(), "building {packages:?} failed");
+        ] {
+            spike_e2e::build_in_current_target(packages).unwrap();
         }
     });
 }
