@@ -132,7 +132,7 @@ pub enum Error {
     },
 
     /// Nexus failed (HTTP 5xx other than 503, or an `err` code in a 200 body).
-    #[error("SPIKE Nexus failed (HTTP {status}, code {code:?}); see Nexus's log")]
+    #[error("SPIKE Nexus failed (HTTP {status}, code {code:?}); {}", server_advice(code))]
     Server {
         /// HTTP status.
         status: u16,
@@ -143,6 +143,16 @@ pub enum Error {
     /// Nexus's answer did not have the expected shape.
     #[error("unexpected response from Nexus: {0}")]
     Protocol(String),
+}
+
+/// What the operator should do about a Nexus failure with this code.
+fn server_advice(code: &str) -> &'static str {
+    if code == spike_core::wire::STORE_FULL {
+        "Nexus's store or audit log is out of disk space, so the request was not acknowledged: \
+         free space on Nexus's data volume (a sled store then needs a Nexus restart) and retry"
+    } else {
+        "see Nexus's log"
+    }
 }
 
 impl Error {

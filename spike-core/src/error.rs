@@ -242,6 +242,13 @@ pub enum StoreError {
     /// up); nothing was written.
     #[error("could not encrypt a record for storage: {0}")]
     Seal(CryptoError),
+    /// The disk under the store is full, or a quota or file-size limit was reached; the write
+    /// was refused. The text is the backend's own account (e.g. the OS error).
+    #[error(
+        "the store is out of space ({0}); free space on the store's disk or raise its quota \
+         (a sled store then needs a restart of the process)"
+    )]
+    NoSpace(String),
     /// Concurrent writers kept changing the same record; nothing was written.
     #[error(
         "the record kept changing under concurrent writers ({attempts} attempts); nothing was \
@@ -293,6 +300,14 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// True for the I/O errors that mean "no room to write": a full disk (`ENOSPC`), an exhausted
+/// quota (`EDQUOT`) or a file-size limit (`EFBIG`). Stores report these as
+/// [`StoreError::NoSpace`] so that callers can be told what to fix.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +319,14 @@ mod tests {
     #[derive(Debug, Error)]
     #[error("store failed: {0}")]
     struct Echoing(#[source] std::io::Error);
+
+    #[test]
+    fn out_of_space_is_recognised_from_the_os_error_codes() {
+        for (code, full) in [(28, true), (122, true), (27, true), (5, false), (13, false)] {
+            let e = std::io::Error::from_raw_os_error(code);
+            assert_eq!(is_out_of_space(&e), full, "errno {code}: {e}");
+        }
+    }
 
     #[test]
     fn chain_joins_causes_once_each() {

@@ -54,6 +54,14 @@ pub enum AuditError {
     },
 }
 
+impl AuditError {
+    /// True when the sink could not be written for lack of space (see
+    /// [`spike_core::error::is_out_of_space`]).
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, AuditError::Io { source, .. } if spike_core::error::is_out_of_space(source))
+    }
+}
+
 /// Whether the request was allowed by authorisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

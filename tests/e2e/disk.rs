@@ -139,6 +139,17 @@ async fn write_until_refused(
     panic!("{tag}: {max} writes of 8 KiB all succeeded on a full disk\n{}", c.logs())
 }
 
+/// The refusal a client gets on a full disk: HTTP 507 `store_full`, and a message that says
+/// what to do (not "HTTP 500, see the log").
+fn assert_out_of_space(e: &Error, tag: &str) {
+    assert!(
+        matches!(e, Error::Server { status: 507, code } if code == "store_full"),
+        "{tag}: refused with {e:?}, not Nexus's 507 store_full"
+    );
+    let text = e.to_string();
+    assert!(text.contains("out of disk space") && text.contains("free space"), "{tag}: {text}");
+}
+
 /// After the first refusal: more writes are refused too (fail closed, not a success that a
 /// restart would undo), and reads of acknowledged secrets are right or refused, never wrong.
 async fn assert_fails_closed(c: &Cluster, pilot: &Spike, tag: &str, acked: &[(String, usize)]) {
@@ -148,7 +159,7 @@ async fn assert_fails_closed(c: &Cluster, pilot: &Spike, tag: &str, acked: &[(St
         match put.await {
             Err(_) => panic!("{tag}: a write after the fault hung\n{}", c.logs()),
             Ok(Ok(())) => panic!("{tag}: a write after a failed flush succeeded\n{}", c.logs()),
-            Ok(Err(e)) => assert!(matches!(e, Error::Server { status: 500, .. }), "{tag}: {e}"),
+            Ok(Err(e)) => assert_out_of_space(&e, tag),
         }
     }
     if let Some((path, len)) = acked.first() {
@@ -157,7 +168,7 @@ async fn assert_fails_closed(c: &Cluster, pilot: &Spike, tag: &str, acked: &[(St
             Err(_) => panic!("{tag}: a read on the faulty disk hung\n{}", c.logs()),
             Ok(Ok(got)) => assert!(got.iter().eq(expected(path, *len).iter()), "{tag}: {path}"),
             // The audit log is on the same disk and fails closed: a refused read is right.
-            Ok(Err(e)) => assert!(matches!(e, Error::Server { status: 500, .. }), "{tag}: {e}"),
+            Ok(Err(e)) => assert_out_of_space(&e, tag),
         }
     }
 }
@@ -272,10 +283,7 @@ async fn full_disk(mechanism: FullDisk) -> Option<()> {
     let (more, refusal) = write_until_refused(&c, &pilot, &full_tag, 1000).await;
     eprintln!("disk: {tag}: {} more writes acknowledged, then: {refusal}", more.len());
     acked.extend(more);
-    assert!(
-        matches!(refusal, Error::Server { status: 500, .. }),
-        "{tag}: refused with {refusal:?}, not Nexus's 500"
-    );
+    assert_out_of_space(&refusal, &tag);
     assert_fails_closed(&c, &pilot, &full_tag, &acked).await;
     assert!(c.nexus_running(), "{tag}: Nexus died on a full disk\n{}", c.logs());
     // The operator's side of "clear": Nexus's log names the OS error.

@@ -23,8 +23,8 @@
 //! A write is visible to readers as soon as it is applied, a little before it is durable; a
 //! reader can therefore see a value whose writer has not yet been told "done". If a flush fails,
 //! we cannot tell which writes reached the disk, so the backend fails closed: that write and
-//! every later one report [`StoreError::Backend`] until the process restarts and sled recovers
-//! its log.
+//! every later one report [`StoreError::Backend`] ([`StoreError::NoSpace`] when the disk was
+//! full) until the process restarts and sled recovers its log.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::backend::{Backend, Batch, Commit, Write};
-use crate::error::StoreError;
+use crate::error::{StoreError, is_out_of_space};
 
 /// How long [`SledBackend::open`] waits for a directory lock held by someone else.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -155,7 +155,29 @@ fn non_utf8_key() -> StoreError {
 }
 
 fn sled_error(e: sled::Error) -> StoreError {
-    StoreError::Backend(format!("sled failed: {e}"))
+    match &e {
+        sled::Error::Io(io) if is_out_of_space(io) => StoreError::NoSpace(format!("sled: {e}")),
+        _ => StoreError::Backend(format!("sled failed: {e}")),
+    }
+}
+
+/// Why a flush failed, kept for every later write (see the module docs).
+#[derive(Debug, Clone)]
+struct FlushError {
+    message: String,
+    out_of_space: bool,
+}
+
+impl FlushError {
+    fn from_sled(e: &sled::Error) -> Self {
+        let out_of_space = matches!(e, sled::Error::Io(io) if is_out_of_space(io));
+        Self { message: e.to_string(), out_of_space }
+    }
+
+    #[cfg(test)]
+    fn other(message: &str) -> Self {
+        Self { message: message.to_owned(), out_of_space: false }
+    }
 }
 
 impl Backend for SledBackend {
@@ -192,7 +214,9 @@ impl Backend for SledBackend {
         let outcome = self.apply(batch)?;
         if outcome == Commit::Applied && !batch.writes().is_empty() {
             self.writes.fetch_add(1, Ordering::Relaxed);
-            self.group.wait_durable(|| self.db.flush().map(drop).map_err(|e| e.to_string()))?;
+            self.group.wait_durable(|| {
+                self.db.flush().map(drop).map_err(|e| FlushError::from_sled(&e))
+            })?;
         }
         Ok(outcome)
     }
@@ -219,7 +243,7 @@ struct GroupState {
     /// Completed flushes.
     flushes: u64,
     /// Set by the first failed flush; the backend refuses writes from then on.
-    failed: Option<String>,
+    failed: Option<FlushError>,
 }
 
 impl GroupCommit {
@@ -241,7 +265,7 @@ impl GroupCommit {
     }
 
     /// Call after applying a write; returns once a flush covering it has completed.
-    fn wait_durable(&self, flush: impl Fn() -> Result<(), String>) -> Result<(), StoreError> {
+    fn wait_durable(&self, flush: impl Fn() -> Result<(), FlushError>) -> Result<(), StoreError> {
         let mut state = self.lock();
         state.issued += 1;
         let ticket = state.issued;
@@ -272,7 +296,7 @@ impl GroupCommit {
 /// the backend fails closed instead of leaving every writer asleep forever).
 struct LeaderGuard<'a> {
     group: &'a GroupCommit,
-    result: Option<Result<(), String>>,
+    result: Option<Result<(), FlushError>>,
 }
 
 impl Drop for LeaderGuard<'_> {
@@ -290,7 +314,10 @@ impl Drop for LeaderGuard<'_> {
                 state.failed.get_or_insert(e);
             }
             None => {
-                state.failed.get_or_insert_with(|| "the flush panicked".to_owned());
+                state.failed.get_or_insert_with(|| FlushError {
+                    message: "the flush panicked".to_owned(),
+                    out_of_space: false,
+                });
             }
         }
         drop(state);
@@ -298,11 +325,13 @@ impl Drop for LeaderGuard<'_> {
     }
 }
 
-fn flush_failed(e: &str) -> StoreError {
-    StoreError::Backend(format!(
-        "a sled flush failed ({e}); writes are refused because it is unknown which of them \
-         reached the disk: fix the disk problem and restart the process"
-    ))
+fn flush_failed(e: &FlushError) -> StoreError {
+    let message = format!(
+        "a sled flush failed ({}); writes are refused because it is unknown which of them \
+         reached the disk: fix the disk problem and restart the process",
+        e.message
+    );
+    if e.out_of_space { StoreError::NoSpace(message) } else { StoreError::Backend(message) }
 }
 
 #[cfg(test)]
@@ -352,10 +381,22 @@ mod tests {
     #[test]
     fn a_failed_flush_fails_that_write_and_every_later_one() {
         let group = GroupCommit::default();
-        let err = group.wait_durable(|| Err("disk full".into())).unwrap_err();
+        let err = group.wait_durable(|| Err(FlushError::other("disk full"))).unwrap_err();
         assert!(err.to_string().contains("disk full"), "{err}");
         assert!(group.check_healthy().is_err());
         assert!(group.wait_durable(|| Ok(())).is_err());
+    }
+
+    #[test]
+    fn a_flush_out_of_space_is_no_space_for_that_write_and_every_later_one() {
+        let group = GroupCommit::default();
+        let enospc = sled::Error::Io(std::io::Error::from_raw_os_error(28));
+        let err = group.wait_durable(|| Err(FlushError::from_sled(&enospc))).unwrap_err();
+        assert!(matches!(err, StoreError::NoSpace(_)), "{err}");
+        assert!(err.to_string().contains("out of space"), "{err}");
+        assert!(matches!(group.check_healthy(), Err(StoreError::NoSpace(_))));
+        assert!(matches!(group.wait_durable(|| Ok(())), Err(StoreError::NoSpace(_))));
+        assert!(matches!(sled_error(enospc), StoreError::NoSpace(_)));
     }
 
     #[test]

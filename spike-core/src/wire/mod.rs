@@ -392,6 +392,9 @@ pub const PATH_SECRETS_METADATA: &str = "/v1/store/secrets/metadata";
 pub const PATH_POLICY: &str = "/v1/acl/policy";
 /// Nexus: hand the recovery shards to a `pilot/role/recover` operator.
 pub const PATH_OPERATOR_RECOVER: &str = "/v1/operator/recover";
+/// Error code (spike-rs extension) of Nexus's HTTP 507: the store or the audit log has no
+/// space left, so the request was not acknowledged. SPIKE's SDK reads only the status.
+pub const STORE_FULL: &str = "store_full";
 /// Nexus: accept one recovery shard from a `pilot/role/restore` operator.
 pub const PATH_OPERATOR_RESTORE: &str = "/v1/operator/restore";
 /// Nexus (spike-rs extension): rotate the data-key keyring.

@@ -93,6 +93,12 @@ impl Reply {
         Self::fail::<T>(ErrorCode::ApiInternal)
     }
 
+    /// 507 `store_full` (a spike-rs extension): the store or the audit log has no space left,
+    /// so the request is not acknowledged; the operator must free disk space.
+    pub fn out_of_space<T: WireResponse + Serialize>() -> Self {
+        Self::status_with_code::<T>(507, ErrorCode::Other(wire::STORE_FULL.into()))
+    }
+
     /// 503 `state_not_ready`.
     pub fn not_ready<T: WireResponse + Serialize>() -> Self {
         Self::fail::<T>(ErrorCode::StateNotReady)

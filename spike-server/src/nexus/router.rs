@@ -175,8 +175,13 @@ async fn dispatch(
     };
     if let Err(e) = state.audit.record(&event) {
         tracing::error!(error = %e, "audit log write failed; refusing the response");
-        state.metrics.count(known_route(&route_path), 500);
-        return Reply::into_response(Reply::internal::<FallbackResponse>());
+        let refusal = if e.is_out_of_space() {
+            Reply::out_of_space::<FallbackResponse>()
+        } else {
+            Reply::internal::<FallbackResponse>()
+        };
+        state.metrics.count(known_route(&route_path), refusal.status);
+        return Reply::into_response(refusal);
     }
     state.metrics.count(known_route(&route_path), reply.status);
     Reply::into_response(reply)

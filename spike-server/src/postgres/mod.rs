@@ -100,6 +100,14 @@ pub enum PgError {
         /// The server's or driver's message.
         reason: String,
     },
+    /// The database server is out of disk space (SQLSTATE 53100).
+    #[error("PostgreSQL {what} failed: the server's disk is full ({reason})")]
+    DiskFull {
+        /// What was being done.
+        what: &'static str,
+        /// The server's message.
+        reason: String,
+    },
     /// The schema is newer than this build understands.
     #[error(
         "the database schema is at version {found} but this spike-rs knows only up to \
@@ -115,7 +123,10 @@ pub enum PgError {
 
 impl From<PgError> for StoreError {
     fn from(e: PgError) -> Self {
-        StoreError::Backend(e.to_string())
+        match e {
+            PgError::DiskFull { .. } => StoreError::NoSpace(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 
@@ -441,7 +452,14 @@ fn is_conflict(e: &postgres::Error) -> bool {
 }
 
 fn query(what: &'static str) -> impl Fn(postgres::Error) -> PgError {
-    move |e| PgError::Query { what, reason: e.to_string() }
+    move |e| {
+        let reason = e.to_string();
+        if e.code() == Some(&SqlState::DISK_FULL) {
+            PgError::DiskFull { what, reason }
+        } else {
+            PgError::Query { what, reason }
+        }
+    }
 }
 
 impl Drop for PostgresBackend {

@@ -54,6 +54,10 @@ pub fn store_failure<Resp: WireResponse + Serialize>(err: &StoreError) -> Reply 
         StoreError::CasMismatch { .. } => {
             Reply::status_with_code::<Resp>(409, wire::ErrorCode::Other("api_conflict".into()))
         }
+        StoreError::NoSpace(_) => {
+            tracing::error!(error = %err, "store write refused: out of space");
+            Reply::out_of_space::<Resp>()
+        }
         other => {
             tracing::error!(error = %other, "store operation failed");
             Reply::internal::<Resp>()
