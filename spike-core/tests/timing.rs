@@ -152,11 +152,21 @@ fn quietest(mut run: impl FnMut() -> f64) -> f64 {
     best
 }
 
-/// `n` inputs, half of each class, in a random order; `make(class, rng)` builds one.
+/// `n` inputs, each of a random class, in a random order; `make(class, rng)` builds one.
+///
+/// The class is drawn at random *before* the input is built, not alternated: inputs are heap
+/// allocations made one after another, and alternating classes put each class at its own
+/// offset modulo the allocation stride. Then one class can straddle cache lines more often
+/// than the other, which showed up as |t| of about 25 for constant-time code in some
+/// processes (depending on where the heap started) and under 3 in others.
 fn prepare<I>(n: usize, seed: u64, mut make: impl FnMut(bool, &mut Rng) -> I) -> Vec<(bool, I)> {
     let mut rng = Rng(seed);
-    let mut out: Vec<(bool, I)> =
-        (0..n).map(|i| (i % 2 == 0, make(i % 2 == 0, &mut rng))).collect();
+    let mut out: Vec<(bool, I)> = (0..n)
+        .map(|_| {
+            let class = rng.next() & 1 == 1;
+            (class, make(class, &mut rng))
+        })
+        .collect();
     // Fisher-Yates with the same generator.
     for i in (1..out.len()).rev() {
         let j = (rng.next() % (i as u64 + 1)) as usize;
