@@ -22,6 +22,8 @@
 //! | `sys/keyring` | the keyring wrapped under the root key | (see `Keyring::wrap`) |
 //! | `sys/kcv` | key check value: HMAC of a label under the root key | not encrypted |
 //! | `sys/policy-gen` | random token replaced on every policy change | not encrypted |
+//! | `sys/cipher-key` | the cipher service's key wrapped under the root key | `Cipher`, `cipher-key`, 0 |
+//! | `sys/root-pending` | during a root-key rotation: the new key's check value, keyring and cipher key | (see [`Vault::rotate_root`]) |
 //!
 //! Secret keys are parsed from the end (`/m`, or `/v/` plus exactly 20 digits), so the mapping
 //! from (path, record) to key is injective even though paths contain `/`. Versions are
@@ -44,7 +46,9 @@ pub use memory::MemoryBackend;
 pub use policies::PolicyStore;
 #[cfg(feature = "sled")]
 pub use sled::SledBackend;
-pub use vault::{ReencryptReport, Vault, open_keyring, stored_key_check_value};
+pub use vault::{
+    ReencryptReport, Vault, open_keyring, pending_key_check_value, stored_key_check_value,
+};
 pub use versioned::{
     Clock, ManualClock, PutOptions, SecretMetadata, SecretStore, SecretStoreConfig, SystemClock,
     VersionMetadata,
@@ -69,6 +73,10 @@ pub mod keys {
     /// A random token replaced on every policy change, so replicas sharing the store notice
     /// changes made through another replica (see [`crate::store::PolicyStore::generation`]).
     pub const POLICY_GENERATION: &str = "sys/policy-gen";
+    /// The cipher service's key, wrapped under the root key (it must outlive root rotations).
+    pub const CIPHER_KEY: &str = "sys/cipher-key";
+    /// A root-key rotation in progress (see [`crate::store::Vault::rotate_root`]).
+    pub const ROOT_PENDING: &str = "sys/root-pending";
 
     const META_SUFFIX: &str = "/m";
     const VERSION_INFIX: &str = "/v/";
@@ -156,7 +164,8 @@ pub struct SharedKeyring {
 /// Where a [`SharedKeyring`] re-reads the persisted keyring: the backend and the wrapping key.
 struct KeyringSource {
     backend: Arc<dyn Backend>,
-    kek: crate::secret::DataKey,
+    /// Replaced when the root key is rotated.
+    kek: RwLock<crate::secret::DataKey>,
 }
 
 impl std::fmt::Debug for KeyringSource {
@@ -180,7 +189,7 @@ impl SharedKeyring {
     ) -> Self {
         Self {
             slot: Arc::new(RwLock::new(keyring)),
-            source: Some(Arc::new(KeyringSource { backend, kek })),
+            source: Some(Arc::new(KeyringSource { backend, kek: RwLock::new(kek) })),
         }
     }
 
@@ -192,6 +201,13 @@ impl SharedKeyring {
 
     fn replace(&self, keyring: Arc<Keyring>) {
         *self.slot.write().unwrap_or_else(|p| p.into_inner()) = keyring;
+    }
+
+    /// After a root-key rotation: the stored keyring is now wrapped under `kek`.
+    fn replace_kek(&self, kek: crate::secret::DataKey) {
+        if let Some(source) = &self.source {
+            *source.kek.write().unwrap_or_else(|p| p.into_inner()) = kek;
+        }
     }
 
     /// After `ring` failed with `e`: true if trying again can succeed because `e` names a term
@@ -212,7 +228,8 @@ impl SharedKeyring {
         let Ok(Some(wrapped)) = source.backend.get(keys::KEYRING) else {
             return false;
         };
-        match Keyring::unwrap_as_stored(&source.kek, &wrapped) {
+        let kek = source.kek.read().unwrap_or_else(|p| p.into_inner());
+        match Keyring::unwrap_as_stored(&kek, &wrapped) {
             Ok(stored) => {
                 current.absorb(&stored);
                 current.contains_term(*term)
