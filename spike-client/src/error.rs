@@ -147,11 +147,18 @@ pub enum Error {
 
 /// What the operator should do about a Nexus failure with this code.
 fn server_advice(code: &str) -> &'static str {
-    if code == spike_core::wire::STORE_FULL {
-        "Nexus's store or audit log is out of disk space, so the request was not acknowledged: \
-         free space on Nexus's data volume (a sled store then needs a Nexus restart) and retry"
-    } else {
-        "see Nexus's log"
+    match code {
+        spike_core::wire::STORE_FULL => {
+            "Nexus's store or audit log is out of disk space, so the request was not \
+             acknowledged: free space on Nexus's data volume (a sled store then needs a Nexus \
+             restart) and retry"
+        }
+        spike_core::wire::operator::ROOT_ROTATION_ABORTED => {
+            "a Keeper could not take its new shard, so the root key was not rotated and the old \
+             one stays in use: check that every Keeper is up (Nexus's log names the one that \
+             failed) and retry"
+        }
+        _ => "see Nexus's log",
     }
 }
 

@@ -280,3 +280,93 @@ async fn bootstrap_reports_a_missing_keeper_and_the_system_heals_when_it_returns
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(out.stdout.contains("already bootstrapped"), "{out:?}");
 }
+
+/// `spike operator rotate --root-key` (issue 5): a new root key, re-split and sent to every
+/// Keeper; after a SIGKILL Nexus recovers with the new shards alone; secrets and ciphertexts
+/// from before the rotation still open; recovery shards exported before it no longer unseal.
+/// With a Keeper down the rotation is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_key_rotation_reaches_every_keeper_and_survives_a_kill() {
+    let mut c = bootstrapped(ClusterSpec::default()).await;
+    let pilot = c.client("pilot-superuser").await.unwrap();
+    write_secrets(&pilot, 10, 0).await;
+    let sealed = pilot.encrypt(b"issued before the rotation").await.unwrap();
+    let old_shares = c.client("pilot-recover").await.unwrap().recover().await.unwrap();
+
+    // A Keeper is down: refused, nothing changes (the others get their old shards back).
+    c.kill_keeper(3);
+    let refused = pilot.rotate_root_key().await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Server { status: 502, code } if code == "root_rotation_aborted"),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("was not rotated"), "{refused}");
+    for n in 1..=2 {
+        let held = keeper_shard(&c, n).await.unwrap();
+        assert_eq!(held.expose_secret(), old_shares[n - 1].expose_secret(), "Keeper {n}");
+    }
+    c.start_keeper(3).await.unwrap();
+    wait_armed(&c, 3, &old_shares[2], Duration::from_secs(10)).await;
+
+    // Every Keeper up: rotated, and every Keeper holds a new shard at once.
+    assert_eq!(pilot.rotate_root_key().await.unwrap(), 3);
+    let new_shares = c.client("pilot-recover").await.unwrap().recover().await.unwrap();
+    for n in 1..=3 {
+        let held = keeper_shard(&c, n).await.unwrap();
+        assert_eq!(held.expose_secret(), new_shares[n - 1].expose_secret(), "Keeper {n}");
+        assert_ne!(held.expose_secret(), old_shares[n - 1].expose_secret(), "Keeper {n}");
+    }
+    // Writes go on under the new key.
+    write_secrets(&pilot, 10, 1).await;
+    drop(pilot);
+
+    // SIGKILL: the Keepers' new shards alone bring Nexus back with everything.
+    c.kill_nexus();
+    c.start_nexus().unwrap();
+    c.wait_ready(READY_LIMIT).await.unwrap();
+    assert_secrets(&c, 10, 1).await;
+    let pilot = c.client("pilot-superuser").await.unwrap();
+    let opened = pilot.decrypt(&sealed).await.unwrap();
+    assert_eq!(&opened[..], b"issued before the rotation");
+
+    // The old recovery shards no longer unseal: a total loss needs the new ones.
+    c.kill_nexus();
+    for n in 1..=3 {
+        c.kill_keeper(n);
+    }
+    c.start_keepers().await.unwrap();
+    c.start_nexus().unwrap();
+    wait_not_ready(&c).await;
+    let restorer = c.client("pilot-restore").await.unwrap();
+    let restore_all = |shares: &[spike_core::secret::KeeperShare]| {
+        shares.iter().map(|s| s.duplicate()).collect::<Vec<_>>()
+    };
+    let mut restored = false;
+    for share in restore_all(&old_shares) {
+        restored |= restorer.restore(&share).await.unwrap().restored;
+    }
+    assert!(!restored, "recovery shards from before the rotation unsealed Nexus");
+    assert_eq!(c.readyz().await.unwrap().0, 503);
+    c.kill_nexus();
+    c.start_nexus().unwrap();
+    wait_not_ready(&c).await;
+    let restorer = c.client("pilot-restore").await.unwrap();
+    for share in restore_all(&new_shares) {
+        restored |= restorer.restore(&share).await.unwrap().restored;
+    }
+    assert!(restored, "the new recovery shards did not unseal Nexus");
+    c.wait_ready(Duration::from_secs(5)).await.unwrap();
+    assert_secrets(&c, 10, 1).await;
+}
+
+/// Waits (bounded) until a restarted Nexus answers `/readyz` with 503 (listening, sealed).
+async fn wait_not_ready(c: &Cluster) {
+    let started = Instant::now();
+    loop {
+        if let Ok((503, _)) = c.readyz().await {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "Nexus did not listen\n{}", c.logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

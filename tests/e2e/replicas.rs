@@ -84,6 +84,13 @@ async fn replicas_share_secrets_versions_and_policies_and_survive_a_killed_repli
     for admin in &admins[1..] {
         assert_eq!(admin.get_secret("shared/greeting").await.unwrap().get("value"), Some("hello"));
     }
+    // The other replicas would keep the old root key: a root-key rotation is refused here.
+    let refused = admins[0].rotate_root_key().await.unwrap_err();
+    assert!(
+        matches!(&refused, spike_client::Error::BadRequest(code) if code == "root_rotation_needs_a_single_nexus"),
+        "{refused:?}"
+    );
+    assert_eq!(admins[1].get_secret("shared/greeting").await.unwrap().get("value"), Some("hello"));
 
     // Concurrent writers through all three replicas: the same path and distinct paths.
     const WRITERS_PER_REPLICA: usize = 2;

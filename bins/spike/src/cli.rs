@@ -303,7 +303,13 @@ pub enum OperatorCmd {
         file: Vec<PathBuf>,
     },
     /// Add a new data-key term; Nexus re-encrypts older records in the background (superuser).
-    Rotate,
+    /// With `--root-key`: replace the root key, re-split it and send the new shards to every
+    /// Keeper (recovery shards exported earlier stop working).
+    Rotate {
+        /// Rotate the root key instead of the data keys.
+        #[arg(long)]
+        root_key: bool,
+    },
 }
 
 /// `spike dev`

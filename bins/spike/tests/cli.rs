@@ -632,6 +632,24 @@ fn commands_print_stable_output_and_exit_0_1_or_2() {
         r.code == 0 && r.stdout.starts_with("Rotated: new writes use data-key term 2"),
         "{r:?}"
     );
+    // The root key too; what the old one protected still opens.
+    let r = dev.spike(&["operator", "rotate", "--root-key"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "Root key rotated (this Nexus recovers from no Keepers).\n"),
+        "{r:?}"
+    );
+    let r = dev.spike(&[
+        "cipher",
+        "decrypt",
+        "--version",
+        "1",
+        "--nonce",
+        j["nonce"].as_str().unwrap(),
+        "--ciphertext",
+        j["ciphertext"].as_str().unwrap(),
+    ]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "after the root-key rotation: {r:?}");
     let r =
         dev.spike_as("pilot-recover", &["operator", "recover", "--dir", "/nonexistent/x"], None);
     assert_eq!(r.code, 2, "memory stores have no shards to export: {r:?}");

@@ -66,4 +66,26 @@ impl Spike {
             .map(|r| r.term)
             .map_err(|e| Error::Protocol(format!("rotate answer does not decode: {e}")))
     }
+
+    /// Replaces the root key: Nexus makes a new one, sends its shards to every Keeper and only
+    /// then switches the store to it (superuser). Returns how many Keepers hold the new shards.
+    /// If a Keeper cannot take its shard nothing changes ([`Error::Server`] with code
+    /// `root_rotation_aborted`). Recovery shards exported earlier stop working: export new
+    /// ones with [`Spike::recover`].
+    pub async fn rotate_root_key(&self) -> Result<usize> {
+        let body = serde_json::to_vec(&RotateRequest { root_key: true })
+            .map_err(|e| Error::Protocol(format!("cannot encode the rotate request: {e}")))?;
+        let raw =
+            self.send(Route::OperatorRotate, &body, "application/json", Idempotency::Once).await?;
+        if raw.status != 200 {
+            return Err(status_error(raw.status, &raw.body, raw.retry_after));
+        }
+        #[derive(serde::Deserialize)]
+        struct Rotated {
+            keepers: usize,
+        }
+        serde_json::from_slice::<Rotated>(&raw.body)
+            .map(|r| r.keepers)
+            .map_err(|e| Error::Protocol(format!("rotate answer does not decode: {e}")))
+    }
 }

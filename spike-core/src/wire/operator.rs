@@ -70,4 +70,22 @@ pub struct RestoreResponse {
     pub err: Option<ErrorCode>,
 }
 
+/// Body of `/v1/operator/rotate` (spike-rs extension). SPIKE has no such route; an empty
+/// object rotates the keyring (data keys), as before this field existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RotateRequest {
+    /// Rotate the root key instead: a new one, re-split and sent to every Keeper.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub root_key: bool,
+}
+
+/// Error code of a root-key rotation that a Keeper refused or missed (HTTP 502): the old root
+/// key stays in use.
+pub const ROOT_ROTATION_ABORTED: &str = "root_rotation_aborted";
+
+/// Error code of a root-key rotation asked of a Nexus that shares its store with other
+/// replicas (HTTP 400): they would still hold the old root key.
+pub const ROOT_ROTATION_UNSUPPORTED: &str = "root_rotation_needs_a_single_nexus";
+
 wire_response!(RecoverResponse, RestoreResponse);

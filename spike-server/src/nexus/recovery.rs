@@ -33,7 +33,7 @@ use spike_client::identity::IdentitySource;
 use spike_core::error::CryptoError;
 use spike_core::secret::{KeeperShare, RootKey};
 use spike_core::shamir;
-use spike_core::store::stored_key_check_value;
+use spike_core::store::{pending_key_check_value, stored_key_check_value};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::config::BackendKind;
@@ -128,6 +128,7 @@ pub fn spawn(
         "asking {} Keepers for shards of the root key ({} needed)",
         cfg.shamir_shares, cfg.shamir_threshold
     ));
+    let _ = state.keepers.set(client.clone());
     let recovery = Arc::new(Recovery { state, client });
     Ok(Some(tokio::spawn(async move {
         recovery.acquire().await;
@@ -311,6 +312,8 @@ impl Recovery {
                 Err(e) => return Attempt::Failed(format!("cannot read the store: {e}")),
             };
             let fresh_store = kcv.is_none();
+            // Keepers holding a rotated root key's shards whose rotation did not finish.
+            let pending = pending_key_check_value(state.backend().as_ref()).ok().flatten();
             let mut last_error = None;
             let unsealed = for_each_subset(shares.len(), threshold, |subset| {
                 let picked: Vec<KeeperShare> =
@@ -321,6 +324,7 @@ impl Recovery {
                 // Check the cheap HMAC first: a wrong subset never touches the store.
                 if let Some(kcv) = &kcv
                     && shamir::verify_key_check_value(&root, kcv).is_err()
+                    && pending.is_none_or(|p| shamir::verify_key_check_value(&root, &p).is_err())
                 {
                     return false;
                 }
@@ -421,6 +425,8 @@ impl Recovery {
     }
 
     async fn send_share(&self, index: u8, url: &str) -> Result<(), String> {
+        // Not while a root-key rotation hands out new shares (see `NexusState::keeper_shares`).
+        let _shares = self.state.keeper_shares.lock().await;
         let Some(unsealed) = self.state.unsealed() else {
             return Err("Nexus holds no root key".into());
         };

@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use spike_core::crypto::derive_key;
-use spike_core::crypto::service::CIPHER_PURPOSE;
 use spike_core::policy::{Policy, PolicySet};
 use spike_core::secret::{DataKey, KeeperShare, RootKey};
 use spike_core::shamir;
@@ -53,9 +51,9 @@ pub enum NexusError {
 /// Everything that exists only while the root key is known.
 pub struct Unsealed {
     root: RootKey,
-    vault: Vault,
+    /// Shared with the `Unsealed` that replaces this one after a root-key rotation.
+    vault: Arc<Vault>,
     policies: RwLock<Arc<PolicySet>>,
-    cipher_key: DataKey,
     /// With a shared backend: how stale the policy cache may get before it is checked.
     policy_refresh: Option<Duration>,
     /// When the cache was last checked, and the policy generation it was built from.
@@ -81,7 +79,7 @@ impl Unsealed {
 
     /// The key of the cipher service (derived from the root key for that purpose only).
     pub fn cipher_key(&self) -> &DataKey {
-        &self.cipher_key
+        self.vault.cipher_key()
     }
 
     /// The current compiled policies. With a backend shared by several replicas, a cache
@@ -276,6 +274,11 @@ pub struct NexusState {
     pub metrics: Metrics,
     /// Where recovery of the root key from the Keepers stands (for `/readyz` and logs).
     pub recovery: super::recovery::RecoveryStatus,
+    /// Held while shares are sent to Keepers (re-arming, root-key rotation), so a re-arm never
+    /// sends an old key's share over a new one.
+    pub keeper_shares: tokio::sync::Mutex<()>,
+    /// The client that talks to the Keepers, once recovery has started.
+    pub keepers: std::sync::OnceLock<crate::keeper::KeeperClient>,
 }
 
 impl std::fmt::Debug for NexusState {
@@ -332,6 +335,8 @@ impl NexusState {
             audit,
             metrics: Metrics::default(),
             recovery: super::recovery::RecoveryStatus::default(),
+            keeper_shares: tokio::sync::Mutex::new(()),
+            keepers: std::sync::OnceLock::new(),
             config,
         });
         if state.config.backend == BackendKind::Memory {
@@ -438,9 +443,8 @@ impl NexusState {
         }
         let store_config =
             SecretStoreConfig::new().with_max_versions(self.config.max_secret_versions);
-        let vault = Vault::open_with(self.backend.clone(), &root, store_config)?;
+        let vault = Arc::new(Vault::open_with(self.backend.clone(), &root, store_config)?);
         let unsealed = Unsealed {
-            cipher_key: derive_key(&root, CIPHER_PURPOSE),
             root,
             vault,
             policies: RwLock::new(Arc::new(PolicySet::empty())),
@@ -451,5 +455,25 @@ impl NexusState {
         *slot = Some(Arc::new(unsealed));
         tracing::info!("root key accepted; Nexus is ready");
         Ok(())
+    }
+
+    /// After [`Vault::rotate_root`] made `new` the store's root key: serve with it from now on
+    /// (same store and policy cache; requests already running finish with the old one).
+    pub fn replace_root(&self, new: RootKey) {
+        let mut slot = self.unsealed.write().unwrap_or_else(|p| p.into_inner());
+        let Some(current) = slot.as_ref() else {
+            return;
+        };
+        let checked = current.policy_checked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let replacement = Unsealed {
+            root: new,
+            vault: current.vault.clone(),
+            policies: RwLock::new(
+                current.policies.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            ),
+            policy_refresh: current.policy_refresh,
+            policy_checked: Mutex::new(checked),
+        };
+        *slot = Some(Arc::new(replacement));
     }
 }

@@ -57,7 +57,18 @@ pub async fn run(conn: &Connection, cmd: OperatorCmd) -> Result<(), CliError> {
                 None => Err(CliError::Usage("no shard given".into())),
             }
         }
-        OperatorCmd::Rotate => {
+        OperatorCmd::Rotate { root_key: true } => {
+            let keepers = client(conn).await?.rotate_root_key().await?;
+            if keepers == 0 {
+                return output::line("Root key rotated (this Nexus recovers from no Keepers).");
+            }
+            output::line(&format!(
+                "Root key rotated: {keepers} Keepers hold shards of the new key.\nRecovery shards \
+                 exported before now no longer work: run `spike operator recover` and store the \
+                 new ones offline."
+            ))
+        }
+        OperatorCmd::Rotate { root_key: false } => {
             let term = client(conn).await?.rotate().await?;
             output::line(&format!(
                 "Rotated: new writes use data-key term {term}; older records are re-encrypted \

@@ -12,12 +12,15 @@ use std::collections::BTreeMap;
 use spike_core::identity::Role;
 use spike_core::secret::KeeperShare;
 use spike_core::shamir;
+use spike_core::store::vault::RootRotation;
 use spike_core::wire::operator::*;
-use spike_core::wire::{FallbackResponse, ShardBytes};
+use spike_core::wire::{ErrorCode, FallbackResponse, ShardBytes};
 
 use super::Ctx;
+use crate::keeper::KeeperClient;
 use crate::nexus::config::BackendKind;
 use crate::nexus::reply::Reply;
+use crate::nexus::state::Unsealed;
 
 /// Most t-subsets tried when the received shards contain a bad one.
 const MAX_COMBINATIONS: usize = 1024;
@@ -140,13 +143,22 @@ fn try_subsets(ctx: &Ctx<'_>, shares: &[KeeperShare], threshold: usize) -> bool 
     false
 }
 
-/// Adds a keyring term and re-encrypts older records in the background (superuser only).
+/// Adds a keyring term and re-encrypts older records in the background, or, with
+/// `{"root_key": true}`, rotates the root key (superuser only).
 pub fn rotate(ctx: &Ctx<'_>) -> Reply {
     let run = || -> Result<Reply, Reply> {
         if !ctx.state.config().trust_roots.is_superuser(ctx.caller) {
             return Err(Reply::denied::<FallbackResponse>());
         }
+        let request: RotateRequest = if ctx.body.is_empty() {
+            RotateRequest::default()
+        } else {
+            ctx.decode::<_, FallbackResponse>()?
+        };
         let unsealed = ctx.unsealed::<FallbackResponse>()?;
+        if request.root_key {
+            return rotate_root(ctx, &unsealed);
+        }
         let term = unsealed.vault().rotate(unsealed.root()).map_err(|e| {
             tracing::error!(error = %e, "keyring rotation failed");
             Reply::internal::<FallbackResponse>()
@@ -160,4 +172,82 @@ pub fn rotate(ctx: &Ctx<'_>) -> Reply {
         Ok(Reply::ok(&body))
     };
     run().unwrap_or_else(|r| r)
+}
+
+/// A new root key: recorded in the store, its shares sent to every Keeper (with the re-arm loop
+/// held off), and only then made the store's (see `Vault::rotate_root`). If any Keeper misses
+/// its share, the old shares are sent back and the old key stays.
+fn rotate_root(ctx: &Ctx<'_>, unsealed: &Unsealed) -> Result<Reply, Reply> {
+    let cfg = ctx.state.config();
+    if cfg.shared_backend() {
+        return Err(Reply::status_with_code::<FallbackResponse>(
+            400,
+            ErrorCode::Other(ROOT_ROTATION_UNSUPPORTED.into()),
+        ));
+    }
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "root-key rotation failed: {what}");
+        Reply::internal::<FallbackResponse>()
+    };
+    let _shares = ctx.state.keeper_shares.blocking_lock();
+    let new = shamir::generate_root_key().map_err(|e| internal("new key", &e))?;
+    // A memory store is never recovered from Keepers, so they take no part in it.
+    let peers: &[String] = if cfg.backend == BackendKind::Memory { &[] } else { &cfg.keeper_peers };
+    let hand_out = || -> Result<(), String> {
+        if peers.is_empty() {
+            return Ok(());
+        }
+        let client = ctx.state.keepers.get().ok_or("Nexus has no Keeper client yet")?;
+        let split = |key| {
+            shamir::split(key, cfg.shamir_threshold, cfg.shamir_shares)
+                .map_err(|e| format!("splitting the root key failed: {e}"))
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let sent = runtime.block_on(send_to_every_keeper(client, peers, &split(&new)?));
+        if let Err(reason) = sent {
+            // Put back what the Keepers that did take a new share held before.
+            if let Err(e) =
+                runtime.block_on(send_to_every_keeper(client, peers, &split(unsealed.root())?))
+            {
+                tracing::warn!(error = %e, "re-sending the old shares failed; re-arming will retry");
+            }
+            return Err(reason);
+        }
+        Ok(())
+    };
+    match unsealed.vault().rotate_root(unsealed.root(), &new, hand_out) {
+        Ok(RootRotation::Rotated) => {
+            ctx.state.replace_root(new);
+            tracing::warn!(
+                keepers = peers.len(),
+                "root key rotated and re-split to the Keepers; recovery shards exported before \
+                 now no longer work: export new ones with `spike operator recover`"
+            );
+            let body = serde_json::json!({ "root_key_rotated": true, "keepers": peers.len() });
+            Ok(Reply::ok(&body))
+        }
+        Ok(RootRotation::Aborted(reason)) => {
+            tracing::warn!(%reason, "root-key rotation aborted; the old root key stays in use");
+            Err(Reply::status_with_code::<FallbackResponse>(
+                502,
+                ErrorCode::Other(ROOT_ROTATION_ABORTED.into()),
+            ))
+        }
+        Err(e) => Err(internal("store", &e)),
+    }
+}
+
+/// Sends share `i` to Keeper `i` (positional ids), every Keeper; the first failure is the error.
+async fn send_to_every_keeper(
+    client: &KeeperClient,
+    peers: &[String],
+    shares: &[KeeperShare],
+) -> Result<(), String> {
+    for (url, share) in peers.iter().zip(shares) {
+        client
+            .contribute(url, share)
+            .await
+            .map_err(|e| format!("Keeper {} did not take its new shard: {e}", share.index()))?;
+    }
+    Ok(())
 }
