@@ -634,11 +634,9 @@ fn commands_print_stable_output_and_exit_0_1_or_2() {
     );
     // The root key too; what the old one protected still opens.
     let r = dev.spike(&["operator", "rotate", "--root-key"]);
-    assert_eq!(
-        (r.code, r.stdout.as_str()),
-        (0, "Root key rotated (this Nexus recovers from no Keepers).\n"),
-        "{r:?}"
-    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("Root key rotated: no Keepers take part."), "{r:?}");
+    assert!(r.stdout.contains("run `spike operator recover`"), "{r:?}");
     let r = dev.spike(&[
         "cipher",
         "decrypt",

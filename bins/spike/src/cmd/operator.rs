@@ -59,13 +59,14 @@ pub async fn run(conn: &Connection, cmd: OperatorCmd) -> Result<(), CliError> {
         }
         OperatorCmd::Rotate { root_key: true } => {
             let keepers = client(conn).await?.rotate_root_key().await?;
-            if keepers == 0 {
-                return output::line("Root key rotated (this Nexus recovers from no Keepers).");
-            }
+            let held = if keepers == 0 {
+                "no Keepers take part".to_owned()
+            } else {
+                format!("{keepers} Keepers hold shards of the new key")
+            };
             output::line(&format!(
-                "Root key rotated: {keepers} Keepers hold shards of the new key.\nRecovery shards \
-                 exported before now no longer work: run `spike operator recover` and store the \
-                 new ones offline."
+                "Root key rotated: {held}.\nRecovery shards exported before now no longer work: \
+                 run `spike operator recover` and store the new ones offline."
             ))
         }
         OperatorCmd::Rotate { root_key: false } => {
