@@ -611,16 +611,19 @@ fn commands_print_stable_output_and_exit_0_1_or_2() {
     let r = dev.spike(&["cipher", "encrypt", "--plaintext", "aGVsbG8="]);
     let j = json(&r.stdout);
     assert_eq!(j["version"], 1);
-    let r = dev.spike(&[
-        "cipher",
-        "decrypt",
-        "--version",
-        "1",
-        "--nonce",
-        j["nonce"].as_str().unwrap(),
-        "--ciphertext",
-        j["ciphertext"].as_str().unwrap(),
-    ]);
+    let decrypt_json = || {
+        dev.spike(&[
+            "cipher",
+            "decrypt",
+            "--version",
+            "1",
+            "--nonce",
+            j["nonce"].as_str().unwrap(),
+            "--ciphertext",
+            j["ciphertext"].as_str().unwrap(),
+        ])
+    };
+    let r = decrypt_json();
     assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "{r:?}");
     let r = dev.spike(&["cipher", "decrypt", "--nonce", "AAAA"]);
     assert_eq!(r.code, 1);
@@ -637,16 +640,7 @@ fn commands_print_stable_output_and_exit_0_1_or_2() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.starts_with("Root key rotated: no Keepers take part."), "{r:?}");
     assert!(r.stdout.contains("run `spike operator recover`"), "{r:?}");
-    let r = dev.spike(&[
-        "cipher",
-        "decrypt",
-        "--version",
-        "1",
-        "--nonce",
-        j["nonce"].as_str().unwrap(),
-        "--ciphertext",
-        j["ciphertext"].as_str().unwrap(),
-    ]);
+    let r = decrypt_json();
     assert_eq!((r.code, r.stdout.as_str()), (0, "hello"), "after the root-key rotation: {r:?}");
     let r =
         dev.spike_as("pilot-recover", &["operator", "recover", "--dir", "/nonexistent/x"], None);

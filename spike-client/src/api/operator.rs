@@ -53,18 +53,12 @@ impl Spike {
     /// Adds a keyring term; Nexus re-encrypts older records in the background (superuser).
     /// Returns the new term.
     pub async fn rotate(&self) -> Result<u32> {
-        let raw =
-            self.send(Route::OperatorRotate, b"{}", "application/json", Idempotency::Once).await?;
-        if raw.status != 200 {
-            return Err(status_error(raw.status, &raw.body, raw.retry_after));
-        }
         #[derive(serde::Deserialize)]
         struct Rotated {
             term: u32,
         }
-        serde_json::from_slice::<Rotated>(&raw.body)
-            .map(|r| r.term)
-            .map_err(|e| Error::Protocol(format!("rotate answer does not decode: {e}")))
+        let rotated: Rotated = self.post_rotate(&RotateRequest::default()).await?;
+        Ok(rotated.term)
     }
 
     /// Replaces the root key: Nexus makes a new one, sends its shards to every Keeper and only
@@ -73,19 +67,28 @@ impl Spike {
     /// `root_rotation_aborted`). Recovery shards exported earlier stop working: export new
     /// ones with [`Spike::recover`].
     pub async fn rotate_root_key(&self) -> Result<usize> {
-        let body = serde_json::to_vec(&RotateRequest { root_key: true })
+        #[derive(serde::Deserialize)]
+        struct Rotated {
+            keepers: usize,
+        }
+        let rotated: Rotated = self.post_rotate(&RotateRequest { root_key: true }).await?;
+        Ok(rotated.keepers)
+    }
+
+    /// Sends `request` to `/v1/operator/rotate` once (rotations are not idempotent) and decodes
+    /// the 200 answer as `T`.
+    async fn post_rotate<T: serde::de::DeserializeOwned>(
+        &self,
+        request: &RotateRequest,
+    ) -> Result<T> {
+        let body = serde_json::to_vec(request)
             .map_err(|e| Error::Protocol(format!("cannot encode the rotate request: {e}")))?;
         let raw =
             self.send(Route::OperatorRotate, &body, "application/json", Idempotency::Once).await?;
         if raw.status != 200 {
             return Err(status_error(raw.status, &raw.body, raw.retry_after));
         }
-        #[derive(serde::Deserialize)]
-        struct Rotated {
-            keepers: usize,
-        }
-        serde_json::from_slice::<Rotated>(&raw.body)
-            .map(|r| r.keepers)
+        serde_json::from_slice(&raw.body)
             .map_err(|e| Error::Protocol(format!("rotate answer does not decode: {e}")))
     }
 }
