@@ -3,8 +3,9 @@
 // spike-rs's `spike-dev-agent` (SPIFFE Workload API) and `spike-nexus` (SPIKE v1 REST).
 //
 // TestMain starts both binaries from target/debug (build them first:
-// `cargo build -p spike-dev-agent -p spike-nexus`), runs the tests against them and stops
-// them. Every wait is bounded.
+// `cargo build -p spike-dev-agent -p spike-nexus`; SPIKE_INTEROP_BIN_DIR names another
+// directory, e.g. target/release), runs the tests against them and stops them. Every wait is
+// bounded.
 package interop
 
 import (
@@ -121,12 +122,18 @@ func repoRoot() (string, error) {
 	return root, nil
 }
 
+// binary is the path of a spike-rs binary: in $SPIKE_INTEROP_BIN_DIR when set (e.g.
+// target/release), else in $CARGO_TARGET_DIR/debug (default target/debug).
 func binary(root, name string) (string, error) {
-	dir := os.Getenv("CARGO_TARGET_DIR")
+	dir := os.Getenv("SPIKE_INTEROP_BIN_DIR")
 	if dir == "" {
-		dir = filepath.Join(root, "target")
+		dir = os.Getenv("CARGO_TARGET_DIR")
+		if dir == "" {
+			dir = filepath.Join(root, "target")
+		}
+		dir = filepath.Join(dir, "debug")
 	}
-	p := filepath.Join(dir, "debug", name)
+	p := filepath.Join(dir, name)
 	if _, err := os.Stat(p); err != nil {
 		return "", fmt.Errorf(
 			"%s not found: run cargo build -p spike-dev-agent -p spike-nexus first", p)
@@ -144,13 +151,16 @@ func freePort() (string, error) {
 }
 
 // hermeticEnv pins the environment both the children and the SDK read, so a developer's
-// shell settings cannot leak in.
+// shell settings cannot leak in: every SPIKE_* and SPIFFE_* variable but this suite's own
+// SPIKE_INTEROP_* is dropped (e.g. SPIKE_NEXUS_RATE_LIMIT would lift Nexus's rate limit, and
+// SPIKE_HTTP_CLIENT_* would change the SDK's transport), then the few the suite needs are set.
 func hermeticEnv(s *system) {
-	for _, k := range []string{
-		"SPIKE_TRUST_ROOT_NEXUS", "SPIKE_TRUST_ROOT_PILOT", "SPIKE_TRUST_ROOT_KEEPER",
-		"SPIKE_TRUST_ROOT_BOOTSTRAP", "SPIKE_TRUST_ROOT_LITE_WORKLOAD", "SPIKE_NEXUS_URL",
-	} {
-		os.Unsetenv(k)
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if (strings.HasPrefix(k, "SPIKE_") && !strings.HasPrefix(k, "SPIKE_INTEROP_")) ||
+			strings.HasPrefix(k, "SPIFFE_") {
+			os.Unsetenv(k)
+		}
 	}
 	os.Setenv("SPIKE_TRUST_ROOT", trustDomain)
 	// The SDK builds every URL from this variable (config/env/url.go).
@@ -244,6 +254,50 @@ func startSystem() (*system, error) {
 	return s, err
 }
 
+// extraNexus starts one more spike-nexus next to the shared one: same dev agent, its own
+// data directory and free loopback port, the shared Nexus's settings (memory backend, nothing
+// else) overridden by env. It returns its https:// URL and kills it at cleanup.
+func extraNexus(t *testing.T, name string, env ...string) string {
+	t.Helper()
+	bin, err := binary(sys.root, "spike-nexus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(sys.dir, name+"-data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p, err := sys.spawn(name, bin, append([]string{
+		"SPIFFE_ENDPOINT_SOCKET=" + sys.socket("nexus"),
+		"SPIKE_NEXUS_BACKEND_STORE=memory",
+		"SPIKE_NEXUS_TLS_PORT=" + addr,
+		"SPIKE_NEXUS_DATA_DIR=" + data,
+	}, env...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.kill)
+	src := source(t, "pilot-superuser")
+	conf := tlsconfig.MTLSClientConfig(src, src,
+		tlsconfig.AuthorizeID(spiffeid.RequireFromString(nexusID)))
+	err = waitFor(name+" on "+addr, startTimeout, func() error {
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: conf}
+		c, err := d.DialContext(context.Background(), "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "https://" + addr
+}
+
 func (s *system) spawn(name, bin string, env []string, args ...string) (*proc, error) {
 	logf, err := os.Create(filepath.Join(s.dir, name+".log"))
 	if err != nil {
@@ -295,8 +349,15 @@ func (s *system) stop() {
 	}
 }
 
+// dumpLogs prints the last lines of every child's log: the agent, the shared Nexus, then
+// the extra ones (extraNexus) in name order.
 func (s *system) dumpLogs() {
-	for _, n := range []string{"agent", "nexus"} {
+	names := []string{"agent", "nexus"}
+	extra, _ := filepath.Glob(filepath.Join(s.dir, "nexus-*.log"))
+	for _, p := range extra {
+		names = append(names, strings.TrimSuffix(filepath.Base(p), ".log"))
+	}
+	for _, n := range names {
 		b, err := os.ReadFile(filepath.Join(s.dir, n+".log"))
 		if err != nil {
 			continue

@@ -4,62 +4,19 @@ package interop
 // see state_not_ready, and operator restore must report progress in SPIKE's shape.
 
 import (
-	"context"
-	"crypto/tls"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/spike-sdk-go/api/entity/v1/reqres"
 	sdkErrors "github.com/spiffe/spike-sdk-go/errors"
 )
 
-// sealedNexus starts a sled-backed Nexus and returns its https:// URL; stopped at cleanup.
+// sealedNexus starts a sled-backed Nexus with no Keepers and returns its https:// URL;
+// stopped at cleanup.
 func sealedNexus(t *testing.T) string {
 	t.Helper()
-	bin, err := binary(sys.root, "spike-nexus")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(sys.dir, "sealed-data")
-	if err := os.MkdirAll(data, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cmd, err := sys.spawn("nexus-sealed", bin, []string{
-		"SPIFFE_ENDPOINT_SOCKET=" + sys.socket("nexus"),
-		"SPIKE_NEXUS_BACKEND_STORE=sled",
-		"SPIKE_NEXUS_TLS_PORT=" + addr,
-		"SPIKE_NEXUS_DATA_DIR=" + data,
-		"SPIKE_NEXUS_KEEPER_PEERS=",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cmd.kill)
-	src := source(t, "pilot-superuser")
-	conf := tlsconfig.MTLSClientConfig(src, src,
-		tlsconfig.AuthorizeID(spiffeid.RequireFromString(nexusID)))
-	err = waitFor("the sealed Nexus on "+addr, startTimeout, func() error {
-		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: conf}
-		c, err := d.DialContext(context.Background(), "tcp", addr)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}, cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return "https://" + addr
+	return extraNexus(t, "nexus-sealed",
+		"SPIKE_NEXUS_BACKEND_STORE=sled", "SPIKE_NEXUS_KEEPER_PEERS=")
 }
 
 func TestSealedNexus(t *testing.T) {
