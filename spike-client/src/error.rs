@@ -243,6 +243,23 @@ pub enum SvidRejection {
         /// webpki's reason.
         reason: String,
     },
+    /// A CA in the chain, the trust bundle's own certificate included, has more intermediate
+    /// CA certificates below it than its basicConstraints pathLenConstraint allows (RFC 5280
+    /// §4.2.1.9; Go's crypto/x509, and so go-spiffe and SPIKE, refuse such chains).
+    #[error(
+        "peer certificate chain has {actual} intermediate CA certificate(s) below CA {ca:?}, \
+         whose basicConstraints pathLenConstraint allows at most {max}; re-issue the peer's \
+         SVID from a CA whose path length allows its intermediates, or drop the extra \
+         intermediate"
+    )]
+    PathLenExceeded {
+        /// The subject of the CA whose constraint is exceeded.
+        ca: String,
+        /// Its pathLenConstraint.
+        max: u32,
+        /// How many intermediate CA certificates sit between it and the leaf.
+        actual: usize,
+    },
     /// A verified peer, but not one of the SPIFFE IDs this side expects.
     #[error("peer SPIFFE ID {actual} is not the expected {expected}")]
     UnexpectedId {

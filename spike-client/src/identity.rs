@@ -48,7 +48,46 @@ pub struct Identity {
     svid: Arc<X509Svid>,
     bundles: Arc<X509BundleSet>,
     certified_key: Arc<CertifiedKey>,
-    anchors: BTreeMap<TrustDomain, Arc<[TrustAnchor<'static>]>>,
+    anchors: BTreeMap<TrustDomain, Authorities>,
+}
+
+/// A trust domain's bundle as the verifier needs it: webpki trust anchors, and beside each
+/// (same index) the bundle certificate's pathLenConstraint, which a `TrustAnchor` drops.
+/// Both are derived once per bundle update, never per handshake.
+struct Authorities {
+    anchors: Arc<[TrustAnchor<'static>]>,
+    path_len: Arc<[Option<PathLenLimit>]>,
+}
+
+/// The basicConstraints pathLenConstraint of one bundle certificate: at most `max`
+/// intermediate CA certificates may sit between it and a leaf (RFC 5280 §4.2.1.9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PathLenLimit {
+    /// The bundle certificate's subject, for messages.
+    pub(crate) subject: String,
+    /// The pathLenConstraint.
+    pub(crate) max: u32,
+}
+
+/// Reads a bundle certificate's pathLenConstraint as Go's crypto/x509 does: whatever its cA
+/// flag (Go trusts a root without cA=true but still honours its MaxPathLen), and refusing a
+/// basicConstraints extension that does not parse or appears twice, since Go refuses such a
+/// certificate outright rather than treating it as unconstrained.
+fn path_len_limit(der: &[u8]) -> Result<Option<PathLenLimit>, String> {
+    use x509_parser::oid_registry::OID_X509_EXT_BASIC_CONSTRAINTS;
+
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let constraints = cert.basic_constraints().map_err(|e| format!("basicConstraints: {e}"))?;
+    // x509-parser reports an extension it cannot parse as absent: that must not pass as "no
+    // constraint" (fail closed).
+    if constraints.is_none()
+        && cert.extensions().iter().any(|ext| ext.oid == OID_X509_EXT_BASIC_CONSTRAINTS)
+    {
+        return Err("its basicConstraints extension is malformed".into());
+    }
+    Ok(constraints
+        .and_then(|bc| bc.value.path_len_constraint)
+        .map(|max| PathLenLimit { subject: cert.subject().to_string(), max }))
 }
 
 impl Identity {
@@ -62,22 +101,28 @@ impl Identity {
         let certified_key = CertifiedKey::from_der(chain, key, &crate::tls::crypto_provider())
             .map_err(|e| Error::KeyMismatch(e.to_string()))?;
 
-        let mut anchors: BTreeMap<TrustDomain, Arc<[TrustAnchor<'static>]>> = BTreeMap::new();
+        let mut anchors: BTreeMap<TrustDomain, Authorities> = BTreeMap::new();
         for (td, bundle) in bundles.iter() {
+            let unusable = |reason: String| Error::InvalidInput {
+                what: format!("trust bundle for {td}"),
+                reason: format!("a CA certificate is not usable as a trust anchor: {reason}"),
+            };
             let mut list = Vec::with_capacity(bundle.authorities().len());
+            let mut path_len = Vec::with_capacity(bundle.authorities().len());
             for authority in bundle.authorities() {
                 let der = CertificateDer::from(authority.as_bytes());
                 let anchor =
-                    webpki::anchor_from_trusted_cert(&der).map_err(|e| Error::InvalidInput {
-                        what: format!("trust bundle for {td}"),
-                        reason: format!("a CA certificate is not usable as a trust anchor: {e}"),
-                    })?;
+                    webpki::anchor_from_trusted_cert(&der).map_err(|e| unusable(e.to_string()))?;
                 list.push(anchor.to_owned());
+                path_len.push(path_len_limit(authority.as_bytes()).map_err(unusable)?);
             }
-            anchors.insert(td.clone(), Arc::from(list));
+            anchors.insert(
+                td.clone(),
+                Authorities { anchors: Arc::from(list), path_len: Arc::from(path_len) },
+            );
         }
         let own = svid.spiffe_id().trust_domain();
-        if anchors.get(own).is_none_or(|a| a.is_empty()) {
+        if anchors.get(own).is_none_or(|a| a.anchors.is_empty()) {
             return Err(Error::InvalidInput {
                 what: format!("identity {}", svid.spiffe_id()),
                 reason: format!("there is no trust bundle for its own trust domain {own}"),
@@ -175,7 +220,17 @@ impl Identity {
 
     /// The trust anchors of `trust_domain`, if this snapshot holds its bundle.
     pub fn trust_anchors(&self, trust_domain: &TrustDomain) -> Option<&[TrustAnchor<'static>]> {
-        self.anchors.get(trust_domain).map(|a| &a[..])
+        self.anchors.get(trust_domain).map(|a| &a.anchors[..])
+    }
+
+    /// The trust anchors of `trust_domain` and, at the same index, the pathLenConstraint of
+    /// the bundle certificate each came from (`None`: unconstrained), for the verifier to
+    /// enforce what webpki cannot.
+    pub(crate) fn authorities(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Option<(&[TrustAnchor<'static>], &[Option<PathLenLimit>])> {
+        self.anchors.get(trust_domain).map(|a| (&a.anchors[..], &a.path_len[..]))
     }
 }
 

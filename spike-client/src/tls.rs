@@ -17,6 +17,7 @@
 //! Session resumption is off on both sides: every connection presents and verifies a current
 //! SVID, so a rotated-out or revoked peer cannot ride on an old ticket.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -24,7 +25,7 @@ use rustls::DigitallySignedStruct;
 use rustls::SignatureScheme;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use spiffe::{SpiffeId, TrustDomain};
@@ -132,6 +133,48 @@ fn check_leaf_constraints(
     }
 }
 
+/// The index in `anchors` of `anchor`. webpki hands back a reference into the slice it was
+/// given, so identity finds the exact bundle certificate even when two share a subject and
+/// key; matching by content is only a fallback should that ever change.
+fn anchor_index(anchors: &[TrustAnchor<'_>], anchor: &TrustAnchor<'_>) -> Option<usize> {
+    anchors.iter().position(|a| std::ptr::eq(a, anchor)).or_else(|| {
+        anchors.iter().position(|a| {
+            a.subject == anchor.subject
+                && a.subject_public_key_info == anchor.subject_public_key_info
+                && a.name_constraints == anchor.name_constraints
+        })
+    })
+}
+
+/// Names the presented intermediate whose pathLenConstraint webpki found exceeded. Only for
+/// the message, on the failure path: walks the chain in the order sent (the leaf's issuer
+/// first, as TLS 1.2 requires and SPIFFE issuers send) while each certificate issues the one
+/// before it, so it names a real violation or nothing.
+fn presented_path_len_violation(
+    leaf: &x509_parser::certificate::X509Certificate<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Option<SvidRejection> {
+    let mut issuer = leaf.issuer().as_raw().to_vec();
+    for (below, der) in intermediates.iter().enumerate() {
+        let cert = parse(der).ok()?;
+        if cert.subject().as_raw() != issuer.as_slice() {
+            return None;
+        }
+        if let Some(max) =
+            cert.basic_constraints().ok()?.and_then(|bc| bc.value.path_len_constraint)
+            && usize::try_from(max).is_ok_and(|max| below > max)
+        {
+            return Some(SvidRejection::PathLenExceeded {
+                ca: cert.subject().to_string(),
+                max,
+                actual: below,
+            });
+        }
+        issuer = cert.issuer().as_raw().to_vec();
+    }
+    None
+}
+
 /// Verifies a peer's X509-SVID against the bundles of an [`IdentitySource`] and decides
 /// whether its SPIFFE ID is acceptable.
 #[derive(Clone)]
@@ -171,6 +214,7 @@ impl SvidVerifier {
     }
 
     /// Checks `end_entity` (+ `intermediates`) at time `now` and returns the peer's SPIFFE ID.
+    /// Every CA's pathLenConstraint holds, the bundle certificate's included, as in Go.
     pub fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -201,8 +245,8 @@ impl SvidVerifier {
         if !allowed {
             return Err(SvidRejection::ForeignTrustDomain(td.to_string()).into());
         }
-        let anchors =
-            identity.trust_anchors(td).ok_or_else(|| SvidRejection::NoBundle(td.to_string()))?;
+        let (anchors, limits) =
+            identity.authorities(td).ok_or_else(|| SvidRejection::NoBundle(td.to_string()))?;
 
         let untrusted =
             |reason: String| SvidRejection::UntrustedChain { trust_domain: td.to_string(), reason };
@@ -212,6 +256,31 @@ impl SvidVerifier {
             PeerRole::Server => webpki::KeyUsage::server_auth(),
             PeerRole::Client => webpki::KeyUsage::client_auth(),
         };
+        // Issue 13: webpki enforces the pathLenConstraint of every intermediate, but reduces a
+        // bundle certificate to a TrustAnchor (subject, key, name constraints) and so never
+        // sees the root's. Go's crypto/x509 enforces it for roots too (MaxPathLen against the
+        // intermediates below). Checking each candidate path, rather than the one returned,
+        // lets webpki go on to another path that is within limits, as Go would.
+        let exceeded: Cell<Option<SvidRejection>> = Cell::new(None);
+        let within_root_path_len = |path: &webpki::VerifiedPath<'_>| {
+            let limit = match anchor_index(anchors, path.anchor()).map(|i| limits.get(i)) {
+                Some(Some(Some(limit))) => limit,
+                Some(Some(None)) => return Ok(()),
+                // Cannot happen (the anchor is one of ours, the slices are index-aligned);
+                // should it, refuse rather than skip the check.
+                _ => return Err(webpki::Error::UnknownIssuer),
+            };
+            let actual = path.intermediate_certificates().count();
+            if usize::try_from(limit.max).is_ok_and(|max| actual > max) {
+                exceeded.set(Some(SvidRejection::PathLenExceeded {
+                    ca: limit.subject.clone(),
+                    max: limit.max,
+                    actual,
+                }));
+                return Err(webpki::Error::PathLenConstraintViolated);
+            }
+            Ok(())
+        };
         ee.verify_for_usage(
             self.provider.signature_verification_algorithms.all,
             anchors,
@@ -219,9 +288,16 @@ impl SvidVerifier {
             now,
             usage,
             None,
-            None,
+            Some(&within_root_path_len),
         )
-        .map_err(|e| untrusted(e.to_string()))?;
+        .map_err(|e| match (e, exceeded.take()) {
+            (webpki::Error::PathLenConstraintViolated, Some(ours)) => ours,
+            (e @ webpki::Error::PathLenConstraintViolated, None) => {
+                presented_path_len_violation(&cert, intermediates)
+                    .unwrap_or_else(|| untrusted(e.to_string()))
+            }
+            (e, _) => untrusted(e.to_string()),
+        })?;
 
         if let Some(expected) = &self.expected_ids
             && !expected.contains(&id)
@@ -464,5 +540,238 @@ impl ClientConfigBuilder {
         config.alpn_protocols = self.alpn;
         config.resumption = rustls::client::Resumption::disabled();
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    };
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+
+    use super::*;
+    use crate::identity::Identity;
+
+    const PEER: &str = "spiffe://spike.ist/spike/pilot/role/superuser";
+    const OWN: &str = "spiffe://spike.ist/spike/nexus";
+    /// basicConstraints, RFC 5280 §4.2.1.9.
+    const BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
+
+    struct Ca {
+        issuer: Issuer<'static, KeyPair>,
+        der: CertificateDer<'static>,
+    }
+
+    fn ca_params(name: &str, is_ca: IsCa) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = is_ca;
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params
+    }
+
+    fn self_signed(params: CertificateParams, key: KeyPair) -> Ca {
+        let der = params.self_signed(&key).unwrap().der().clone();
+        Ca { issuer: Issuer::new(params, key), der }
+    }
+
+    fn root(name: &str, is_ca: IsCa) -> Ca {
+        self_signed(ca_params(name, is_ca), KeyPair::generate().unwrap())
+    }
+
+    /// A root whose basicConstraints is `content` exactly (DER), whatever rcgen would write.
+    fn root_with_basic_constraints(name: &str, content: Vec<u8>) -> Ca {
+        let mut params = ca_params(name, IsCa::NoCa);
+        params.custom_extensions =
+            vec![CustomExtension::from_oid_content(BASIC_CONSTRAINTS, content)];
+        self_signed(params, KeyPair::generate().unwrap())
+    }
+
+    fn constrained(max: u8) -> IsCa {
+        IsCa::Ca(BasicConstraints::Constrained(max))
+    }
+
+    fn unconstrained() -> IsCa {
+        IsCa::Ca(BasicConstraints::Unconstrained)
+    }
+
+    fn intermediate(parent: &Ca, name: &str, is_ca: IsCa) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let params = ca_params(name, is_ca);
+        let der = params.signed_by(&key, &parent.issuer).unwrap().der().clone();
+        Ca { issuer: Issuer::new(params, key), der }
+    }
+
+    fn leaf(issuer: &Ca, spiffe_id: &str) -> (CertificateDer<'static>, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "leaf");
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let der = params.signed_by(&key, &issuer.issuer).unwrap().der().clone();
+        (der, key)
+    }
+
+    /// A verifier of client SVIDs trusting exactly `bundle`; its own SVID comes from `bundle[0]`.
+    fn verifier(bundle: &[&Ca]) -> SvidVerifier {
+        let (own, key) = leaf(bundle[0], OWN);
+        let ders: Vec<_> = bundle.iter().map(|ca| ca.der.clone()).collect();
+        let key = PrivatePkcs8KeyDer::from(key.serialize_der());
+        let identity = Identity::from_der(&[own], &key, &ders).unwrap();
+        SvidVerifier::new(IdentitySource::in_memory(identity), PeerRole::Client)
+    }
+
+    /// Verifies a peer SVID from `issuer`, presenting `chain` (leaf's issuer first) with it.
+    fn verify(
+        bundle: &[&Ca],
+        issuer: &Ca,
+        chain: &[&Ca],
+    ) -> std::result::Result<SpiffeId, SvidRejection> {
+        let (peer, _) = leaf(issuer, PEER);
+        let intermediates: Vec<_> = chain.iter().map(|ca| ca.der.clone()).collect();
+        match verifier(bundle).verify(&peer, &intermediates, UnixTime::now()) {
+            Ok(id) => Ok(id),
+            Err(Error::PeerRejected(rejection)) => Err(rejection),
+            Err(other) => panic!("not a rejection: {other}"),
+        }
+    }
+
+    #[test]
+    fn root_with_path_len_zero_refuses_an_intermediate_below_it() {
+        let root = root("root pathlen 0", constrained(0));
+        let int = intermediate(&root, "intermediate", unconstrained());
+        let rejection = verify(&[&root], &int, &[&int]).unwrap_err();
+        assert_eq!(
+            rejection,
+            SvidRejection::PathLenExceeded { ca: "CN=root pathlen 0".into(), max: 0, actual: 1 }
+        );
+        let message = rejection.to_string();
+        assert!(message.contains("pathLenConstraint") && message.contains("re-issue"), "{message}");
+    }
+
+    #[test]
+    fn root_with_path_len_one_allows_one_intermediate_but_not_two() {
+        let root = root("root pathlen 1", constrained(1));
+        let int = intermediate(&root, "intermediate", unconstrained());
+        assert_eq!(verify(&[&root], &int, &[&int]).unwrap().to_string(), PEER);
+
+        let int2 = intermediate(&int, "intermediate 2", unconstrained());
+        assert_eq!(
+            verify(&[&root], &int2, &[&int2, &int]).unwrap_err(),
+            SvidRejection::PathLenExceeded { ca: "CN=root pathlen 1".into(), max: 1, actual: 2 }
+        );
+    }
+
+    #[test]
+    fn unconstrained_root_allows_intermediates() {
+        let root = root("root", unconstrained());
+        let int = intermediate(&root, "intermediate", unconstrained());
+        assert_eq!(verify(&[&root], &int, &[&int]).unwrap().to_string(), PEER);
+        let int2 = intermediate(&int, "intermediate 2", unconstrained());
+        assert_eq!(verify(&[&root], &int2, &[&int2, &int]).unwrap().to_string(), PEER);
+    }
+
+    #[test]
+    fn intermediate_with_path_len_zero_refuses_a_second_intermediate_below_it() {
+        let root = root("root", unconstrained());
+        let int = intermediate(&root, "intermediate pathlen 0", constrained(0));
+        let int2 = intermediate(&int, "intermediate 2", unconstrained());
+        // webpki refuses this one itself; the message still names the CA.
+        assert_eq!(
+            verify(&[&root], &int2, &[&int2, &int]).unwrap_err(),
+            SvidRejection::PathLenExceeded {
+                ca: "CN=intermediate pathlen 0".into(),
+                max: 0,
+                actual: 1,
+            }
+        );
+        // Sent out of order, the chain is still refused, just less precisely.
+        assert!(matches!(
+            verify(&[&root], &int2, &[&int, &int2]).unwrap_err(),
+            SvidRejection::UntrustedChain { .. } | SvidRejection::PathLenExceeded { .. }
+        ));
+        // It may still sign leaves directly.
+        assert_eq!(verify(&[&root], &int, &[&int]).unwrap().to_string(), PEER);
+    }
+
+    #[test]
+    fn root_with_path_len_zero_allows_a_leaf_it_signs_directly() {
+        let root = root("root pathlen 0", constrained(0));
+        assert_eq!(verify(&[&root], &root, &[]).unwrap().to_string(), PEER);
+    }
+
+    #[test]
+    fn root_in_the_chain_as_well_as_the_bundle_does_not_escape_its_path_len() {
+        let root = root("root pathlen 0", constrained(0));
+        let int = intermediate(&root, "intermediate", unconstrained());
+        // The self-signed root sent along is tried as one more intermediate (where webpki
+        // reads its constraint itself); every path is refused.
+        assert!(matches!(
+            verify(&[&root], &int, &[&int, &root]).unwrap_err(),
+            SvidRejection::PathLenExceeded { max: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn same_root_key_twice_in_the_bundle_uses_the_copy_whose_path_len_allows_the_chain() {
+        // Go tries every root and accepts the chain if any root allows it; so must we, even
+        // when the refusing copy comes first and shares subject and key with the other.
+        let pkcs8 = KeyPair::generate().unwrap().serialize_der();
+        let same_key = || KeyPair::try_from(pkcs8.as_slice()).unwrap();
+        let strict = self_signed(ca_params("root", constrained(0)), same_key());
+        let lenient = self_signed(ca_params("root", constrained(1)), same_key());
+        let int = intermediate(&strict, "intermediate", unconstrained());
+        assert_eq!(verify(&[&strict, &lenient], &int, &[&int]).unwrap().to_string(), PEER);
+        assert!(matches!(
+            verify(&[&strict], &int, &[&int]).unwrap_err(),
+            SvidRejection::PathLenExceeded { .. }
+        ));
+    }
+
+    #[test]
+    fn root_without_the_ca_flag_is_trusted_as_go_trusts_it_and_keeps_its_path_len() {
+        // Go requires cA=true of intermediates only: a bundle certificate is trusted because it
+        // is in the bundle. It still honours a pathLenConstraint there, whatever the cA flag.
+        let not_ca = root("root cA=false", IsCa::ExplicitNoCa);
+        assert_eq!(verify(&[&not_ca], &not_ca, &[]).unwrap().to_string(), PEER);
+        let int = intermediate(&not_ca, "intermediate", unconstrained());
+        assert_eq!(verify(&[&not_ca], &int, &[&int]).unwrap().to_string(), PEER);
+
+        // SEQUENCE { pathLenConstraint INTEGER 0 }, cA absent (DEFAULT FALSE).
+        let limited = root_with_basic_constraints(
+            "root cA=false pathlen 0",
+            vec![0x30, 0x03, 0x02, 0x01, 0x00],
+        );
+        assert_eq!(verify(&[&limited], &limited, &[]).unwrap().to_string(), PEER);
+        let int = intermediate(&limited, "intermediate", unconstrained());
+        assert_eq!(
+            verify(&[&limited], &int, &[&int]).unwrap_err(),
+            SvidRejection::PathLenExceeded {
+                ca: "CN=root cA=false pathlen 0".into(),
+                max: 0,
+                actual: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn bundle_certificate_with_unreadable_basic_constraints_is_refused_not_unconstrained() {
+        // pathLenConstraint -1: Go refuses to parse the certificate; x509-parser would report
+        // the extension as absent, which must not read as "no limit".
+        let bad = root_with_basic_constraints(
+            "root",
+            vec![0x30, 0x06, 0x01, 0x01, 0xff, 0x02, 0x01, 0xff],
+        );
+        let (own, key) = leaf(&bad, OWN);
+        let key = PrivatePkcs8KeyDer::from(key.serialize_der());
+        let err = Identity::from_der(&[own], &key, std::slice::from_ref(&bad.der))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trust bundle") && err.contains("basicConstraints"), "{err}");
     }
 }

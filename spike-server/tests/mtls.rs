@@ -40,14 +40,36 @@ struct TestCa {
 }
 
 fn test_ca(trust_domain: &str) -> TestCa {
-    let key = KeyPair::generate().unwrap();
+    test_ca_with(trust_domain, BasicConstraints::Unconstrained)
+}
+
+fn ca_params(name: &str, trust_domain: &str, constraints: BasicConstraints) -> CertificateParams {
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, format!("test CA {trust_domain}"));
+    params.distinguished_name.push(DnType::CommonName, name);
     params.subject_alt_names =
         vec![SanType::URI(format!("spiffe://{trust_domain}").as_str().try_into().unwrap())];
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.is_ca = IsCa::Ca(constraints);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// A root CA (bundle certificate) with the given basicConstraints path length.
+fn test_ca_with(trust_domain: &str, constraints: BasicConstraints) -> TestCa {
+    let key = KeyPair::generate().unwrap();
+    let params = ca_params(&format!("test CA {trust_domain}"), trust_domain, constraints);
     let der = params.self_signed(&key).unwrap().der().clone();
+    TestCa { issuer: Issuer::new(params, key), der }
+}
+
+/// An unconstrained intermediate CA issued by `parent`.
+fn intermediate_ca(parent: &TestCa, trust_domain: &str) -> TestCa {
+    let key = KeyPair::generate().unwrap();
+    let params = ca_params(
+        &format!("test intermediate CA {trust_domain}"),
+        trust_domain,
+        BasicConstraints::Unconstrained,
+    );
+    let der = params.signed_by(&key, &parent.issuer).unwrap().der().clone();
     TestCa { issuer: Issuer::new(params, key), der }
 }
 
@@ -106,6 +128,16 @@ fn memory_source(ca: &TestCa, spiffe_id: &str) -> IdentitySource {
     let l = leaf(ca, &svid_spec(spiffe_id));
     IdentitySource::in_memory(
         Identity::from_der(&l.chain, &l.key, std::slice::from_ref(&ca.der)).unwrap(),
+    )
+}
+
+/// An in-memory identity source whose SVID for `spiffe_id` is issued by `intermediate` and sent
+/// with it (leaf, intermediate), trusting only `root`.
+fn chained_source(root: &TestCa, intermediate: &TestCa, spiffe_id: &str) -> IdentitySource {
+    let mut l = leaf(intermediate, &svid_spec(spiffe_id));
+    l.chain.push(intermediate.der.clone());
+    IdentitySource::in_memory(
+        Identity::from_der(&l.chain, &l.key, std::slice::from_ref(&root.der)).unwrap(),
     )
 }
 
@@ -553,4 +585,50 @@ async fn svid_rotation_mid_traffic_drops_no_request() {
     assert!(server_leaves.len() >= 2, "the server SVID never rotated mid-traffic");
     assert!(client_leaves.len() >= 2, "the client SVID never rotated mid-traffic");
     agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn bundle_root_path_len_is_enforced_at_the_handshake_in_both_directions() {
+    // Issue 13: root (pathlen:0) -> intermediate -> leaf got an HTTP 200 from Nexus; Go's
+    // crypto/x509 refuses it, and so must both our server and our client.
+    let strict = test_ca_with("spike.ist", BasicConstraints::Constrained(0));
+    let strict_int = intermediate_ca(&strict, "spike.ist");
+    let is_path_len = |err: &std::io::Error| {
+        matches!(
+            SvidRejection::from_io(err),
+            Some(SvidRejection::PathLenExceeded { ca, max: 0, actual: 1 })
+                if ca == "CN=test CA spike.ist"
+        )
+    };
+
+    // Our server refuses such a client (the client itself is content with the server).
+    let mut server = echo_server(mtls_server(memory_source(&strict, NEXUS)).build().unwrap()).await;
+    let client = mtls_client(chained_source(&strict, &strict_int, PILOT), id(NEXUS));
+    let client = Arc::new(client.build().unwrap());
+    if let Ok(mut stream) = connect(&client, server.addr).await {
+        // TLS 1.3: the client may finish first; the verdict is the server's.
+        assert!(round_trip(&mut stream, "ping").await.map_or(true, |r| r.is_empty()));
+    }
+    let err = next_accept(&mut server).await.unwrap_err();
+    assert!(is_path_len(&err), "{err}");
+
+    // Our client refuses such a server (whose own check of the client passes).
+    let server =
+        echo_server(mtls_server(chained_source(&strict, &strict_int, NEXUS)).build().unwrap())
+            .await;
+    let client = Arc::new(mtls_client(memory_source(&strict, PILOT), id(NEXUS)).build().unwrap());
+    let err = connect(&client, server.addr).await.expect_err("server chain accepted");
+    assert!(is_path_len(&err), "{err}");
+
+    // The control: the same shape of chain under a root whose path length allows one
+    // intermediate passes both ways, with both sides presenting leaf + intermediate.
+    let lenient = test_ca_with("spike.ist", BasicConstraints::Constrained(1));
+    let lenient_int = intermediate_ca(&lenient, "spike.ist");
+    let mut server =
+        echo_server(mtls_server(chained_source(&lenient, &lenient_int, NEXUS)).build().unwrap())
+            .await;
+    let client = mtls_client(chained_source(&lenient, &lenient_int, PILOT), id(NEXUS));
+    let mut stream = connect(&Arc::new(client.build().unwrap()), server.addr).await.unwrap();
+    assert_eq!(round_trip(&mut stream, "ping").await.unwrap(), format!("{PILOT} ping"));
+    assert_eq!(next_accept(&mut server).await.unwrap().0, id(PILOT));
 }
