@@ -251,7 +251,7 @@ async fn a_client_that_stalls_mid_headers_is_disconnected_after_the_header_timeo
         .await
         .unwrap();
     let mut config = NexusConfig::dev(dir.path().join("nexus"));
-    config.header_read_timeout = Duration::from_secs(1);
+    config.connections.header_read_timeout = Duration::from_secs(1);
     let nexus = nexus::start(config, source(&agent, "nexus").await).await.unwrap();
 
     // A genuine mTLS client (a valid SVID) that sends half a request line and then stalls.

@@ -8,6 +8,7 @@ pub use spike_core;
 pub mod audit;
 pub mod bootstrap;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod limits;
 

@@ -34,34 +34,43 @@ struct Bucket {
     last: Instant,
 }
 
-/// A token bucket per caller.
+/// A token bucket per caller, or no limit at all.
 #[derive(Debug)]
 pub struct RateLimiter {
-    limit: RateLimit,
+    limit: Option<RateLimit>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl RateLimiter {
     /// A limiter applying `limit` to each caller separately.
     pub fn new(limit: RateLimit) -> Self {
+        Self { limit: Some(limit), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// A limiter applying `limit` when there is one, and otherwise letting every request
+    /// through (without taking a lock).
+    pub fn optional(limit: Option<RateLimit>) -> Self {
         Self { limit, buckets: Mutex::new(HashMap::new()) }
     }
 
-    /// The configured limit.
-    pub fn limit(&self) -> RateLimit {
+    /// The configured limit, if any.
+    pub fn limit(&self) -> Option<RateLimit> {
         self.limit
     }
 
     /// Takes one token for `caller`; on refusal returns how long until one is available.
     pub fn check(&self, caller: &str) -> Result<(), Duration> {
-        self.check_at(caller, Instant::now())
+        match self.limit {
+            Some(limit) => self.check_at(limit, caller, Instant::now()),
+            None => Ok(()),
+        }
     }
 
-    fn check_at(&self, caller: &str, now: Instant) -> Result<(), Duration> {
-        let burst = f64::from(self.limit.burst.max(1));
+    fn check_at(&self, limit: RateLimit, caller: &str, now: Instant) -> Result<(), Duration> {
+        let burst = f64::from(limit.burst.max(1));
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_TRACKED_CALLERS && !buckets.contains_key(caller) {
-            let rate = self.limit.per_second;
+            let rate = limit.per_second;
             // Drop buckets that have refilled completely: forgetting them changes nothing.
             buckets
                 .retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
@@ -76,14 +85,14 @@ impl RateLimiter {
         let Some(bucket) = buckets.get_mut(caller) else {
             return Ok(());
         };
-        let refill = now.duration_since(bucket.last).as_secs_f64() * self.limit.per_second;
+        let refill = now.duration_since(bucket.last).as_secs_f64() * limit.per_second;
         bucket.tokens = (bucket.tokens + refill).min(burst);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
-        } else if self.limit.per_second > 0.0 {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.limit.per_second))
+        } else if limit.per_second > 0.0 {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / limit.per_second))
         } else {
             Err(Duration::from_secs(60))
         }
@@ -96,27 +105,38 @@ mod tests {
 
     #[test]
     fn bursts_then_refuses_then_refills_per_caller() {
-        let limiter = RateLimiter::new(RateLimit { per_second: 10.0, burst: 3 });
+        let limit = RateLimit { per_second: 10.0, burst: 3 };
+        let limiter = RateLimiter::new(limit);
         let t0 = Instant::now();
         for _ in 0..3 {
-            limiter.check_at("a", t0).unwrap();
+            limiter.check_at(limit, "a", t0).unwrap();
         }
-        let wait = limiter.check_at("a", t0).unwrap_err();
+        let wait = limiter.check_at(limit, "a", t0).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
         // Another caller is unaffected.
-        limiter.check_at("b", t0).unwrap();
+        limiter.check_at(limit, "b", t0).unwrap();
         // After 100 ms one token is back.
-        limiter.check_at("a", t0 + Duration::from_millis(101)).unwrap();
-        assert!(limiter.check_at("a", t0 + Duration::from_millis(101)).is_err());
+        limiter.check_at(limit, "a", t0 + Duration::from_millis(101)).unwrap();
+        assert!(limiter.check_at(limit, "a", t0 + Duration::from_millis(101)).is_err());
     }
 
     #[test]
     fn memory_is_bounded() {
-        let limiter = RateLimiter::new(RateLimit { per_second: 1.0, burst: 1 });
+        let limit = RateLimit { per_second: 1.0, burst: 1 };
+        let limiter = RateLimiter::new(limit);
         let t0 = Instant::now();
         for i in 0..(MAX_TRACKED_CALLERS + 10) {
-            let _ = limiter.check_at(&format!("spiffe://x/{i}"), t0);
+            let _ = limiter.check_at(limit, &format!("spiffe://x/{i}"), t0);
         }
         assert!(limiter.buckets.lock().unwrap().len() <= MAX_TRACKED_CALLERS);
+    }
+
+    #[test]
+    fn without_a_limit_every_request_passes_and_nothing_is_tracked() {
+        let limiter = RateLimiter::optional(None);
+        for _ in 0..10_000 {
+            limiter.check("spiffe://x/busy").unwrap();
+        }
+        assert!(limiter.buckets.lock().unwrap().is_empty());
     }
 }

@@ -441,7 +441,7 @@ async fn oversized_bodies_are_refused_with_413() {
 async fn callers_are_rate_limited_separately() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = NexusConfig::dev(dir.path().to_path_buf());
-    config.rate_limit = spike_server::limits::RateLimit { per_second: 1.0, burst: 3 };
+    config.rate_limit = Some(spike_server::limits::RateLimit { per_second: 1.0, burst: 3 });
     let f = Fixture { state: NexusState::open(config).unwrap(), dir };
     for _ in 0..3 {
         assert_eq!(call(&f, SUPER, "/v1/store/secrets?action=list", "{}").await.0, StatusCode::OK);

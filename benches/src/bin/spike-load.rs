@@ -106,7 +106,7 @@ async fn start_nexus(
 ) -> nexus::RunningNexus {
     let mut config = NexusConfig::dev(dir.to_path_buf());
     config.backend = backend;
-    config.rate_limit = spike_server::limits::RateLimit { per_second: 1e9, burst: u32::MAX };
+    config.rate_limit = None;
     let n = nexus::start(config, source(agent, "nexus").await).await.expect("nexus");
     if backend == BackendKind::Sled {
         let root = shamir::generate_root_key().expect("key");
@@ -135,7 +135,7 @@ async fn start_bare(agent: &DevAgentHandle, body: Vec<u8>) -> std::net::SocketAd
     tokio::spawn(spike_server::listener::serve_mtls(
         listener,
         Arc::new(tls),
-        Duration::from_secs(10),
+        spike_server::listener::Connections::new(Default::default()),
         move |_peer| app.clone(),
         std::future::pending(),
         Duration::from_secs(1),

@@ -41,7 +41,8 @@ use spike_core::identity::{DEFAULT_TRUST_DOMAIN, Role};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::parse_listen_addr;
+use crate::config::{parse_duration, parse_listen_addr};
+use crate::connections::ConnectionLimits;
 use crate::error::ConfigError;
 use crate::nexus::authz::TrustRoots;
 use crate::nexus::router::Caller;
@@ -113,8 +114,14 @@ pub struct KeeperConfig {
     pub listen: SocketAddr,
     /// Trust domains of Nexus and Bootstrap (`SPIKE_TRUST_ROOT_NEXUS`, `_BOOTSTRAP`).
     pub trust_roots: TrustRoots,
-    /// Time allowed for a client to send request headers.
-    pub header_read_timeout: Duration,
+    /// Connection lifecycle (only Nexus and Bootstrap get past the handshake, so the caps are
+    /// lower than Nexus's); `SPIKE_KEEPER_IDLE_TIMEOUT` sets the idle timeout.
+    pub connections: ConnectionLimits,
+}
+
+/// A Keeper's connection limits by default: a Keeper has one or two callers with small pools.
+pub fn keeper_connection_limits() -> ConnectionLimits {
+    ConnectionLimits { max_connections: 256, max_per_caller: 128, ..ConnectionLimits::default() }
 }
 
 impl KeeperConfig {
@@ -124,7 +131,7 @@ impl KeeperConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             trust_roots: TrustRoots::single(DEFAULT_TRUST_DOMAIN),
-            header_read_timeout: Duration::from_secs(10),
+            connections: keeper_connection_limits(),
         }
     }
 }
@@ -144,6 +151,9 @@ pub struct KeeperArgs {
     /// Trust domain of Bootstrap (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_BOOTSTRAP")]
     pub trust_root_bootstrap: Option<String>,
+    /// Time a connection may stay open with no request in flight, e.g. "30s".
+    #[arg(long, env = "SPIKE_KEEPER_IDLE_TIMEOUT", default_value = "30s")]
+    pub idle_timeout: String,
 }
 
 impl TryFrom<KeeperArgs> for KeeperConfig {
@@ -160,7 +170,10 @@ impl TryFrom<KeeperArgs> for KeeperConfig {
         Ok(Self {
             listen: parse_listen_addr("SPIKE_KEEPER_TLS_PORT", &a.tls_port)?,
             trust_roots,
-            header_read_timeout: Duration::from_secs(10),
+            connections: ConnectionLimits {
+                idle_timeout: parse_duration("SPIKE_KEEPER_IDLE_TIMEOUT", &a.idle_timeout)?,
+                ..keeper_connection_limits()
+            },
         })
     }
 }
@@ -237,7 +250,7 @@ pub async fn start(
     let task = tokio::spawn(crate::listener::serve_mtls(
         listener,
         Arc::new(tls),
-        config.header_read_timeout,
+        crate::connections::Connections::new(config.connections),
         move |peer| app.clone().layer(Extension(Caller(Arc::from(peer.to_string())))),
         async move {
             let _ = stopped.await;

@@ -37,6 +37,8 @@ pub struct RunningNexus {
     task: JoinHandle<()>,
     /// Recovery from (and re-arming of) the Keepers, when configured.
     recovery: Option<JoinHandle<()>>,
+    /// The periodic writer of audit refusal summaries.
+    audit_flusher: JoinHandle<()>,
 }
 
 impl RunningNexus {
@@ -61,6 +63,12 @@ impl RunningNexus {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        // No request is in flight any more: summarise the refusals still being counted.
+        self.audit_flusher.abort();
+        let _ = (&mut self.audit_flusher).await;
+        if let Err(e) = self.state.audit.flush_all() {
+            tracing::error!(error = %e, "cannot write the last audit refusal summaries");
+        }
     }
 
     /// Waits until the server stops by itself (it does not, unless it fails).
@@ -88,7 +96,7 @@ pub async fn start(
         .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
         .build()
         .map_err(|e| NexusError::Tls(e.to_string()))?;
-    let header_timeout = config.header_read_timeout;
+    let connections = crate::connections::Connections::new(config.connections);
     let listen = config.listen;
     let state = NexusState::open(config)?;
     let locks = spike_core::secret::memory_lock_status();
@@ -105,12 +113,13 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|source| NexusError::Io { what: "reading the listen address".into(), source })?;
+    state.metrics.attach_connections(connections.clone());
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(crate::listener::serve_mtls(
         listener,
         Arc::new(tls),
-        header_timeout,
+        connections,
         move |peer| app.clone().layer(Extension(Caller(Arc::from(peer.to_string())))),
         async move {
             let _ = stopped.await;
@@ -118,8 +127,9 @@ pub async fn start(
         Duration::from_secs(10),
     ));
     let recovery = recovery::spawn(state.clone(), keeper_source)?;
+    let audit_flusher = router::spawn_audit_flusher(state.clone());
     tracing::info!(%addr, ready = state.is_ready(), "spike-nexus listening");
-    Ok(RunningNexus { addr, state, stop: Some(stop), task, recovery })
+    Ok(RunningNexus { addr, state, stop: Some(stop), task, recovery, audit_flusher })
 }
 
 /// Runs Nexus until SIGINT or SIGTERM: the body of the `spike-nexus` binary.

@@ -201,6 +201,8 @@ impl RestoreProgress {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     rate_limited: AtomicU64,
+    /// The listener's connection table, once serving.
+    connections: std::sync::OnceLock<Arc<crate::connections::Connections>>,
 }
 
 impl Metrics {
@@ -208,6 +210,11 @@ impl Metrics {
     pub fn count(&self, route: &'static str, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((route, status)).or_default() += 1;
+    }
+
+    /// Reports the listener's connections in [`Metrics::render`].
+    pub fn attach_connections(&self, connections: Arc<crate::connections::Connections>) {
+        let _ = self.connections.set(connections);
     }
 
     /// Counts one request refused by the rate limiter.
@@ -238,6 +245,9 @@ impl Metrics {
         out.push_str("# HELP spike_audit_lines Audit lines in the chain.\n");
         out.push_str("# TYPE spike_audit_lines counter\n");
         out.push_str(&format!("spike_audit_lines {audit_lines}\n"));
+        if let Some(connections) = self.connections.get() {
+            out.push_str(&connections.snapshot().render("spike_nexus"));
+        }
         out
     }
 }
@@ -317,11 +327,15 @@ impl NexusState {
             }
         };
         let audit = match &config.audit {
-            AuditSink::File(path) => AuditLog::open_file(path)?,
-            AuditSink::Stderr => AuditLog::to_writer("stderr", Box::new(std::io::stderr())),
+            AuditSink::File(path) => AuditLog::open_file_with(path, &config.audit_limits)?,
+            AuditSink::Stderr => AuditLog::to_writer_with(
+                "stderr",
+                Box::new(std::io::stderr()),
+                &config.audit_limits,
+            ),
         };
         let state = Arc::new(Self {
-            limiter: RateLimiter::new(config.rate_limit),
+            limiter: RateLimiter::optional(config.rate_limit),
             backend,
             rollback: RwLock::new(if postgres.is_some() && !config.keeper_peers.is_empty() {
                 RollbackCheck::Pending

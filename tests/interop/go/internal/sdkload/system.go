@@ -114,12 +114,18 @@ func (s *System) NewNexus() error {
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return err
 	}
-	s.nexus, err = s.spawn(fmt.Sprintf("nexus-%d", s.nexusN), "spike-nexus", []string{
+	env := []string{
 		"SPIFFE_ENDPOINT_SOCKET=" + s.Socket("nexus"),
 		"SPIKE_NEXUS_BACKEND_STORE=memory",
 		"SPIKE_NEXUS_TLS_PORT=" + addr,
 		"SPIKE_NEXUS_DATA_DIR=" + data,
-	})
+	}
+	// Deliberate overrides only (e.g. to compare a setting): SPIKE_INTEROP_NEXUS_ENV holds
+	// comma-separated KEY=VALUE pairs.
+	if extra := os.Getenv("SPIKE_INTEROP_NEXUS_ENV"); extra != "" {
+		env = append(env, strings.Split(extra, ",")...)
+	}
+	s.nexus, err = s.spawn(fmt.Sprintf("nexus-%d", s.nexusN), "spike-nexus", env)
 	if err != nil {
 		return err
 	}
