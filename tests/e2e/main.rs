@@ -13,8 +13,11 @@
 //!   versions, TLS verification).
 //! - `replicas`: several Nexus replicas on one real PostgreSQL server — shared versions, keys
 //!   and policies, a replica killed mid-write, leader failover, rollback detection.
+//! - `audit`: a bounded audit log — a flood of maximal URLs from a caller without rights adds
+//!   a few lines per interval, and size-based rotation keeps one verifiable chain across files.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod crash;
 mod disk;
 mod pg_backend;

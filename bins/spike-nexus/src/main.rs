@@ -32,9 +32,11 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Checks that no line of an audit log was removed, reordered or edited.
+    /// Checks that no line of an audit log — the file and its rotated predecessors FILE.1,
+    /// FILE.2, ... read oldest first — was removed, reordered or edited; prints the lines,
+    /// files, first sequence number and chain head, or the file and line of the first break.
     Verify {
-        /// The audit log file.
+        /// The audit log file (e.g. DATA_DIR/audit.log).
         file: PathBuf,
     },
 }
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
         Some(Command::Audit { command: AuditCommand::Verify { file } }) => {
             match spike_server::audit::verify_file(&file) {
                 Ok(report) => {
-                    println!("ok: {} lines, chain head {}", report.lines, report.head);
+                    println!("ok: {report}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

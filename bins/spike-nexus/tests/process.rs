@@ -119,6 +119,58 @@ fn invalid_configuration_is_refused_with_the_setting_named() {
     assert!(err.contains("SPIFFE_ENDPOINT_SOCKET"), "{err}");
 }
 
+#[test]
+fn audit_verify_walks_rotated_files_and_names_the_file_and_line_of_a_break() {
+    use spike_server::audit::{AuditEvent, AuditLimits, AuditLog, Decision};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let limits = AuditLimits { max_file_bytes: 1000, ..AuditLimits::default() };
+    let log = AuditLog::open_file_with(&path, &limits).unwrap();
+    for i in 0..12 {
+        let path = format!("app/{i}");
+        log.record(&AuditEvent {
+            caller: "spiffe://spike.ist/spike/pilot/role/superuser",
+            route: "/v1/store/secrets",
+            action: "get",
+            path: Some(&path),
+            decision: Decision::Allow,
+            status: 200,
+            code: None,
+            duration: Duration::from_micros(5),
+        })
+        .unwrap();
+    }
+    drop(log);
+    let files = spike_server::audit::log_files(&path).unwrap();
+    assert!(files.len() >= 3, "{files:?}");
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_spike-nexus"))
+            .arg("audit")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let expected = format!(
+        "ok: 12 lines in {} files, first seq 1 (the chain starts at genesis), chain head ",
+        files.len()
+    );
+    assert!(stdout.starts_with(&expected), "{stdout}");
+
+    // An edited first line of the second-oldest file: its second line no longer links.
+    let victim = &files[1];
+    let text = std::fs::read_to_string(victim).unwrap();
+    std::fs::write(victim, text.replacen("app/", "app-", 1)).unwrap();
+    let out = verify();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let expected = format!("spike-nexus: audit chain broken at {} line 2: ", victim.display());
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_values_never_reach_logs_audit_or_error_bodies() {
     let dir = tempfile::tempdir().unwrap();

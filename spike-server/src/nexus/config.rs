@@ -81,6 +81,9 @@ pub struct NexusConfig {
     pub keeper_peers: Vec<String>,
     /// Audit log destination (`SPIKE_NEXUS_AUDIT_LOG`; spike-rs extension).
     pub audit: AuditSink,
+    /// Audit log bounds: file rotation and refusal summaries (`SPIKE_NEXUS_AUDIT_MAX_BYTES`,
+    /// `SPIKE_NEXUS_AUDIT_KEEP_FILES`, `SPIKE_NEXUS_AUDIT_REFUSAL_INTERVAL`; extensions).
+    pub audit_limits: crate::audit::AuditLimits,
     /// Largest accepted request body (`SPIKE_NEXUS_MAX_BODY_BYTES`; extension).
     pub max_body_bytes: usize,
     /// Largest cipher payload (`SPIKE_NEXUS_CRYPTO_MAX_CIPHERTEXT_SIZE`, as SPIKE).
@@ -125,6 +128,7 @@ impl NexusConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             backend: BackendKind::Memory,
             audit: AuditSink::File(data_dir.join("audit.log")),
+            audit_limits: crate::audit::AuditLimits::default(),
             data_dir,
             trust_roots: TrustRoots::single(DEFAULT_TRUST_DOMAIN),
             max_secret_versions: spike_core::store::versioned::DEFAULT_MAX_VERSIONS,
@@ -195,6 +199,15 @@ pub struct NexusArgs {
     /// Audit log: a file path, or "-" for standard error. Default: DATA_DIR/audit.log.
     #[arg(long, env = "SPIKE_NEXUS_AUDIT_LOG")]
     pub audit_log: Option<String>,
+    /// Audit log file size in bytes that triggers rotation (audit.log -> audit.log.1 ...).
+    #[arg(long, env = "SPIKE_NEXUS_AUDIT_MAX_BYTES", default_value = "67108864")]
+    pub audit_max_bytes: String,
+    /// Audit log files kept, the current one included; older ones are deleted.
+    #[arg(long, env = "SPIKE_NEXUS_AUDIT_KEEP_FILES", default_value = "8")]
+    pub audit_keep_files: String,
+    /// Repeated refusals from one caller within this interval share one audit line, e.g. "1s".
+    #[arg(long, env = "SPIKE_NEXUS_AUDIT_REFUSAL_INTERVAL", default_value = "1s")]
+    pub audit_refusal_interval: String,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "SPIKE_NEXUS_MAX_BODY_BYTES", default_value = "1048576")]
     pub max_body_bytes: String,
@@ -293,12 +306,38 @@ fn postgres_settings(
     }))
 }
 
+/// The audit log bounds from the flags (see [`crate::audit`]).
+fn audit_limits(a: &NexusArgs) -> Result<crate::audit::AuditLimits, ConfigError> {
+    let refusal_interval =
+        parse_duration("SPIKE_NEXUS_AUDIT_REFUSAL_INTERVAL", &a.audit_refusal_interval)?;
+    if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&refusal_interval) {
+        return Err(ConfigError::Invalid {
+            name: "SPIKE_NEXUS_AUDIT_REFUSAL_INTERVAL",
+            value: a.audit_refusal_interval.clone(),
+            expected: "a duration from 10ms to 1h, e.g. \"1s\"",
+        });
+    }
+    Ok(crate::audit::AuditLimits {
+        max_file_bytes: parse_bounded(
+            "SPIKE_NEXUS_AUDIT_MAX_BYTES",
+            &a.audit_max_bytes,
+            crate::audit::MIN_FILE_BYTES,
+            1 << 40,
+        )?,
+        // The bound keeps this within u32.
+        keep_files: parse_bounded("SPIKE_NEXUS_AUDIT_KEEP_FILES", &a.audit_keep_files, 1, 1000)?
+            as u32,
+        refusal_interval,
+    })
+}
+
 impl TryFrom<NexusArgs> for NexusConfig {
     type Error = ConfigError;
 
     fn try_from(a: NexusArgs) -> Result<Self, ConfigError> {
         let backend = BackendKind::parse(&a.backend_store)?;
         let postgres = postgres_settings(backend, &a)?;
+        let audit_limits = audit_limits(&a)?;
         let td = |o: Option<String>| o.unwrap_or_else(|| a.trust_root.clone());
         let trust_roots = TrustRoots {
             nexus: td(a.trust_root_nexus),
@@ -386,6 +425,7 @@ impl TryFrom<NexusArgs> for NexusConfig {
             shamir_threshold: threshold as usize,
             keeper_peers,
             audit,
+            audit_limits,
             max_body_bytes: parse_bounded(
                 "SPIKE_NEXUS_MAX_BODY_BYTES",
                 &a.max_body_bytes,
@@ -441,6 +481,31 @@ mod tests {
         assert_eq!((c.shamir_shares, c.shamir_threshold), (3, 2));
         assert_eq!(c.max_secret_versions.get(), 10);
         assert_eq!(c.trust_roots.pilot, "spike.ist");
+    }
+
+    #[test]
+    fn audit_bounds_have_defaults_and_refuse_values_that_would_not_bound_anything() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.audit_limits, crate::audit::AuditLimits::default());
+        assert_eq!(c.audit_limits.max_file_bytes, 64 << 20);
+        let c = parse(&[
+            "--audit-max-bytes",
+            "16384",
+            "--audit-keep-files",
+            "3",
+            "--audit-refusal-interval",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(c.audit_limits.max_file_bytes, 16384);
+        assert_eq!(c.audit_limits.keep_files, 3);
+        assert_eq!(c.audit_limits.refusal_interval, Duration::from_millis(250));
+        let err = parse(&["--audit-max-bytes", "100"]).unwrap_err().to_string();
+        assert!(err.contains("SPIKE_NEXUS_AUDIT_MAX_BYTES") && err.contains("16384"), "{err}");
+        let err = parse(&["--audit-keep-files", "0"]).unwrap_err().to_string();
+        assert!(err.contains("SPIKE_NEXUS_AUDIT_KEEP_FILES"), "{err}");
+        let err = parse(&["--audit-refusal-interval", "2h"]).unwrap_err().to_string();
+        assert!(err.contains("SPIKE_NEXUS_AUDIT_REFUSAL_INTERVAL") && err.contains("1h"), "{err}");
     }
 
     #[test]
