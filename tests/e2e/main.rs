@@ -2,6 +2,8 @@
 //! binaries on 127.0.0.1, killed with SIGKILL and restarted (harness: `spike_e2e`).
 //!
 //! One test binary, one module per concern (ripgrep's layout):
+//! - `abuse`: an authenticated caller holding idle connections, stalling bodies and going past
+//!   its connection cap; another caller keeps being served (issue 13).
 //! - `recovery`: Keepers, Bootstrap and automatic recovery — a Nexus restart needs no human,
 //!   a lost Keeper is re-armed, a total loss is undone by operator restore, and only Nexus may
 //!   read a shard.
@@ -17,6 +19,7 @@
 //!   a few lines per interval, and size-based rotation keeps one verifiable chain across files.
 #![forbid(unsafe_code)]
 
+mod abuse;
 mod audit;
 mod crash;
 mod disk;

@@ -14,6 +14,7 @@ use spike_core::wire::cipher::DEFAULT_MAX_CIPHERTEXT_LEN;
 
 use super::authz::TrustRoots;
 use crate::config::{parse_bounded, parse_duration, parse_listen_addr};
+use crate::connections::ConnectionLimits;
 use crate::error::ConfigError;
 use crate::limits::{DEFAULT_MAX_BODY_BYTES, RateLimit};
 use crate::postgres::{PgTls, PostgresSettings};
@@ -88,10 +89,14 @@ pub struct NexusConfig {
     pub max_body_bytes: usize,
     /// Largest cipher payload (`SPIKE_NEXUS_CRYPTO_MAX_CIPHERTEXT_SIZE`, as SPIKE).
     pub max_cipher_bytes: usize,
-    /// Per-caller rate limit (`SPIKE_NEXUS_RATE_LIMIT`, requests/second; extension).
-    pub rate_limit: RateLimit,
-    /// Time allowed for a client to send request headers.
-    pub header_read_timeout: Duration,
+    /// Per-caller rate limit (`SPIKE_NEXUS_RATE_LIMIT`, requests/second; extension); `None`
+    /// (the default) is no limit: connections are bounded by [`NexusConfig::connections`].
+    pub rate_limit: Option<RateLimit>,
+    /// Connection lifecycle: caps, idle, header, body and handshake timeouts
+    /// (`SPIKE_NEXUS_MAX_CONNECTIONS`, `SPIKE_NEXUS_MAX_CONNECTIONS_PER_CALLER`,
+    /// `SPIKE_NEXUS_IDLE_TIMEOUT`, `SPIKE_NEXUS_HEADER_READ_TIMEOUT`,
+    /// `SPIKE_NEXUS_BODY_READ_TIMEOUT`; extensions).
+    pub connections: ConnectionLimits,
     /// How often Nexus re-sends each Keeper its shard (`SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL`).
     pub keeper_update_interval: Duration,
     /// Longest wait between two attempts to recover the root key from the Keepers
@@ -137,8 +142,8 @@ impl NexusConfig {
             keeper_peers: vec![],
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_cipher_bytes: DEFAULT_MAX_CIPHERTEXT_LEN,
-            rate_limit: RateLimit::default(),
-            header_read_timeout: Duration::from_secs(10),
+            rate_limit: None,
+            connections: ConnectionLimits::default(),
             keeper_update_interval: DEFAULT_KEEPER_UPDATE_INTERVAL,
             recovery_max_interval: DEFAULT_RECOVERY_MAX_INTERVAL,
             keeper_timeout: DEFAULT_KEEPER_TIMEOUT,
@@ -214,12 +219,24 @@ pub struct NexusArgs {
     /// Largest cipher payload in bytes.
     #[arg(long, env = "SPIKE_NEXUS_CRYPTO_MAX_CIPHERTEXT_SIZE", default_value = "65536")]
     pub max_cipher_bytes: String,
-    /// Requests per second allowed per caller SPIFFE ID (burst: twice that).
-    #[arg(long, env = "SPIKE_NEXUS_RATE_LIMIT", default_value = "500")]
+    /// Requests per second allowed per caller SPIFFE ID (burst: twice that), or "off".
+    #[arg(long, env = "SPIKE_NEXUS_RATE_LIMIT", default_value = "off")]
     pub rate_limit: String,
     /// Time allowed for a client to send its request headers, e.g. "10s".
     #[arg(long, env = "SPIKE_NEXUS_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: String,
+    /// Time allowed for a client to send a whole request body, e.g. "10s".
+    #[arg(long, env = "SPIKE_NEXUS_BODY_READ_TIMEOUT", default_value = "10s")]
+    pub body_read_timeout: String,
+    /// Time a connection may stay open with no request in flight, e.g. "30s".
+    #[arg(long, env = "SPIKE_NEXUS_IDLE_TIMEOUT", default_value = "30s")]
+    pub idle_timeout: String,
+    /// Connections served at once; at the cap the least recently used idle one is closed.
+    #[arg(long, env = "SPIKE_NEXUS_MAX_CONNECTIONS", default_value = "4096")]
+    pub max_connections: String,
+    /// Connections one SPIFFE ID may hold; over it, its oldest idle one is closed.
+    #[arg(long, env = "SPIKE_NEXUS_MAX_CONNECTIONS_PER_CALLER", default_value = "1024")]
+    pub max_connections_per_caller: String,
     /// How often each Keeper is re-sent its shard, e.g. "5m".
     #[arg(long, env = "SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL", default_value = "5m")]
     pub keeper_update_interval: String,
@@ -407,7 +424,14 @@ impl TryFrom<NexusArgs> for NexusConfig {
             Some(path) if !path.is_empty() => AuditSink::File(PathBuf::from(path)),
             _ => AuditSink::File(a.data_dir.join("audit.log")),
         };
-        let per_second = parse_bounded("SPIKE_NEXUS_RATE_LIMIT", &a.rate_limit, 1, 1_000_000)?;
+        let rate_limit = parse_rate_limit(&a.rate_limit)?;
+        let connections = parse_connection_limits([
+            &a.max_connections,
+            &a.max_connections_per_caller,
+            &a.idle_timeout,
+            &a.header_read_timeout,
+            &a.body_read_timeout,
+        ])?;
         let policy_refresh = parse_duration("SPIKE_NEXUS_POLICY_REFRESH", &a.policy_refresh)?;
         let rollback_checkpoint_interval = parse_duration(
             "SPIKE_NEXUS_ROLLBACK_CHECKPOINT_INTERVAL",
@@ -438,14 +462,8 @@ impl TryFrom<NexusArgs> for NexusConfig {
                 1,
                 64 << 20,
             )? as usize,
-            rate_limit: RateLimit {
-                per_second: per_second as f64,
-                burst: u32::try_from(per_second.saturating_mul(2)).unwrap_or(u32::MAX),
-            },
-            header_read_timeout: parse_duration(
-                "SPIKE_NEXUS_HEADER_READ_TIMEOUT",
-                &a.header_read_timeout,
-            )?,
+            rate_limit,
+            connections,
             keeper_update_interval,
             recovery_max_interval,
             keeper_timeout,
@@ -454,6 +472,50 @@ impl TryFrom<NexusArgs> for NexusConfig {
             rollback_checkpoint_interval,
         })
     }
+}
+
+/// `SPIKE_NEXUS_RATE_LIMIT`: "off" (or "0") for none, else requests/second with a burst of
+/// twice that.
+fn parse_rate_limit(value: &str) -> Result<Option<RateLimit>, ConfigError> {
+    if matches!(value.trim(), "off" | "0") {
+        return Ok(None);
+    }
+    let per_second = parse_bounded("SPIKE_NEXUS_RATE_LIMIT", value, 1, 10_000_000)?;
+    Ok(Some(RateLimit {
+        per_second: per_second as f64,
+        burst: u32::try_from(per_second.saturating_mul(2)).unwrap_or(u32::MAX),
+    }))
+}
+
+/// The listener's limits from, in order: `SPIKE_NEXUS_MAX_CONNECTIONS`,
+/// `_MAX_CONNECTIONS_PER_CALLER`, `_IDLE_TIMEOUT`, `_HEADER_READ_TIMEOUT`, `_BODY_READ_TIMEOUT`.
+fn parse_connection_limits(values: [&str; 5]) -> Result<ConnectionLimits, ConfigError> {
+    let [max_connections, max_per_caller, idle, header, body] = values;
+    let timeout = |name: &'static str, value: &str| -> Result<Duration, ConfigError> {
+        let d = parse_duration(name, value)?;
+        if d < Duration::from_millis(10) {
+            return Err(ConfigError::Invalid {
+                name,
+                value: value.to_owned(),
+                expected: "a duration of at least 10ms, e.g. \"10s\"",
+            });
+        }
+        Ok(d)
+    };
+    Ok(ConnectionLimits {
+        max_connections: parse_bounded("SPIKE_NEXUS_MAX_CONNECTIONS", max_connections, 1, 1 << 20)?
+            as usize,
+        max_per_caller: parse_bounded(
+            "SPIKE_NEXUS_MAX_CONNECTIONS_PER_CALLER",
+            max_per_caller,
+            1,
+            1 << 20,
+        )? as usize,
+        idle_timeout: timeout("SPIKE_NEXUS_IDLE_TIMEOUT", idle)?,
+        header_read_timeout: timeout("SPIKE_NEXUS_HEADER_READ_TIMEOUT", header)?,
+        body_read_timeout: timeout("SPIKE_NEXUS_BODY_READ_TIMEOUT", body)?,
+        ..ConnectionLimits::default()
+    })
 }
 
 #[cfg(test)]

@@ -140,6 +140,13 @@ async fn dispatch(
         }
         let bytes: Bytes = match axum::body::to_bytes(body, state.config().max_body_bytes).await {
             Ok(b) => b,
+            Err(e) if crate::listener::is_body_read_timeout(&e) => {
+                // hyper closes the connection after this answer: the rest of the body is unread.
+                break 'reply Reply::status_with_code::<FallbackResponse>(
+                    408,
+                    ErrorCode::Other("request_timeout".into()),
+                );
+            }
             Err(_) => {
                 break 'reply Reply::status_with_code::<FallbackResponse>(
                     413,
