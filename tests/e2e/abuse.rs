@@ -125,9 +125,15 @@ async fn one_caller_holding_every_connection_slot_does_not_lock_out_another() {
     // recently used idle connection: one of the intruder's.
     let superuser = c.identity("pilot-superuser").await.unwrap();
     let mut kept = Vec::new();
+    let mut took = Vec::new();
     for _ in 0..20 {
+        let started = Instant::now();
         kept.push(fresh_connection_get(&c, &superuser).await);
+        took.push(started.elapsed());
     }
+    let (median, max) = spike_e2e::median_and_max(&mut took);
+    // For the record (README): what the other caller saw while the table was full.
+    eprintln!("fresh-connection GETs with every slot held: median {median:?}, max {max:?}");
     let text = metrics(&c).await;
     assert!(metric(&text, "spike_nexus_connections_evicted_total{reason=\"lru\"}") >= 15, "{text}");
     assert!(metric(&text, "spike_nexus_connections_open") <= 64 + 2, "{text}");
