@@ -2,8 +2,9 @@
 //!
 //! - **Identity**: the SVID comes from an [`IdentitySource`]; each TLS handshake uses the
 //!   current SVID, so rotation needs no restart and open connections are not torn down.
-//! - **Server authentication**: Nexus must present an SVID with the expected SPIFFE ID
-//!   (`spiffe://<trust root>/spike/nexus` by default), never checked by DNS name.
+//! - **Server authentication**: Nexus must present an SVID with the expected SPIFFE ID or one
+//!   below it (`spiffe://<trust root>/spike/nexus[/...]` by default, SPIKE's role rule), never
+//!   checked by DNS name.
 //! - **Pooling**: one `reqwest` client per `Spike`, HTTP keep-alive; clone `Spike` freely.
 //! - **Retries**: only idempotent calls, only transient failures (connect errors, 429, 503),
 //!   with jittered exponential backoff.
@@ -17,7 +18,8 @@ use spike_core::wire::{self, Route};
 
 use crate::config;
 use crate::error::{Error, Result};
-use crate::identity::IdentitySource;
+use crate::identity::{IdentitySource, SvidChoice};
+use crate::tls::IdMatcher;
 
 /// Whether a call may be repeated safely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,7 @@ pub struct SpikeBuilder {
     url: Option<String>,
     source: Option<IdentitySource>,
     nexus_id: Option<String>,
+    svid_id: Option<String>,
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     svid_timeout: Option<Duration>,
@@ -90,9 +93,18 @@ impl SpikeBuilder {
         self
     }
 
-    /// The SPIFFE ID Nexus must present (default: `spiffe://<SPIKE_TRUST_ROOT>/spike/nexus`).
+    /// The SPIFFE ID Nexus must present, or an ID below it (SPIKE's role rule; default:
+    /// `spiffe://<td>/spike/nexus` or below, for each trust domain of `SPIKE_TRUST_ROOT_NEXUS`,
+    /// else `SPIKE_TRUST_ROOT`).
     pub fn nexus_id(mut self, id: impl Into<String>) -> Self {
         self.nexus_id = Some(id.into());
+        self
+    }
+
+    /// The SPIFFE ID of the SVID to present when the Workload API hands out several (default:
+    /// `SPIKE_SVID_ID`, else the first). Ignored with [`SpikeBuilder::identity`].
+    pub fn svid_id(mut self, id: impl Into<String>) -> Self {
+        self.svid_id = Some(id.into());
         self
     }
 
@@ -125,23 +137,36 @@ impl SpikeBuilder {
         let source = match self.source {
             Some(s) => s,
             None => {
-                let endpoint = self
-                    .socket
-                    .or_else(|| config::env(config::ENV_ENDPOINT_SOCKET))
-                    .ok_or(Error::EndpointNotSet)?;
-                IdentitySource::workload_api(
+                let endpoint = config::workload_endpoint(self.socket)?;
+                let choice = match self.svid_id.or_else(|| config::env(config::ENV_SVID_ID)) {
+                    None => SvidChoice::First,
+                    Some(id) => SvidChoice::Id(crate::SpiffeId::new(&id).map_err(|e| {
+                        Error::InvalidSpiffeId { value: id.clone(), reason: e.to_string() }
+                    })?),
+                };
+                IdentitySource::workload_api_choosing(
                     &endpoint,
                     self.svid_timeout.unwrap_or(config::DEFAULT_SVID_TIMEOUT),
+                    choice,
                 )
                 .await?
             }
         };
-        let nexus_id = self.nexus_id.unwrap_or_else(config::nexus_id_from_env);
-        let nexus_id = crate::SpiffeId::new(&nexus_id).map_err(|e| Error::InvalidSpiffeId {
-            value: nexus_id.clone(),
-            reason: e.to_string(),
+        let nexus = match self.nexus_id {
+            Some(id) => vec![IdMatcher::OrBelow(crate::SpiffeId::new(&id).map_err(|e| {
+                Error::InvalidSpiffeId { value: id.clone(), reason: e.to_string() }
+            })?)],
+            None => config::nexus_matchers_from_env()?,
+        };
+        let mut nexus = nexus.into_iter();
+        let first = nexus.next().ok_or_else(|| Error::InvalidInput {
+            what: "Nexus's SPIFFE ID".into(),
+            reason: "no trust domain to expect Nexus in".into(),
         })?;
-        let tls = crate::tls::mtls_client(source.clone(), nexus_id)
+        let tls = nexus
+            .fold(crate::tls::mtls_client_matching(source.clone(), first), |b, m| {
+                b.also_accept_matching(m)
+            })
             .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
             .build()?;
         let http = reqwest::Client::builder()

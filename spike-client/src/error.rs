@@ -12,10 +12,13 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// `SPIFFE_ENDPOINT_SOCKET` is unset, so there is no Workload API to ask.
+    /// `SPIFFE_ENDPOINT_SOCKET` is unset and SPIRE's default socket does not exist, so there
+    /// is no Workload API to ask.
     #[error(
-        "SPIFFE_ENDPOINT_SOCKET is not set: point it at a SPIFFE Workload API socket, e.g. \
-         `unix:///tmp/spike/agent/nexus.sock` (start a local agent with `spike-dev-agent`)"
+        "SPIFFE_ENDPOINT_SOCKET is not set and SPIRE agent's default socket \
+         unix:///tmp/spire-agent/public/api.sock does not exist: point SPIFFE_ENDPOINT_SOCKET \
+         at a SPIFFE Workload API socket, e.g. `unix:///tmp/spike/agent/nexus.sock` (start a \
+         local agent with `spike-dev-agent`), or start the SPIRE agent"
     )]
     EndpointNotSet,
 

@@ -26,11 +26,13 @@ use rustls::sign::CertifiedKey;
 use spiffe::{SpiffeId, TrustDomain, X509Bundle, X509BundleSet, X509Source, X509Svid};
 
 use spike_core::error::chain;
+use spike_core::identity::Role;
 
 use crate::error::{Error, Result};
 
-/// The environment variable naming the Workload API endpoint (SPIFFE Workload Endpoint §4).
-pub const ENDPOINT_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
+/// The environment variable naming the Workload API endpoint (SPIFFE Workload Endpoint §4);
+/// unset, SPIRE's default socket is used ([`crate::config::DEFAULT_ENDPOINT_SOCKET`]).
+pub const ENDPOINT_ENV: &str = crate::config::ENV_ENDPOINT_SOCKET;
 /// How long [`IdentitySource::from_env`] waits for the first SVID.
 pub const DEFAULT_INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often [`IdentitySource::files`] checks the SVID files for changes.
@@ -245,6 +247,70 @@ impl fmt::Debug for Identity {
     }
 }
 
+/// Which X509-SVID to present when the Workload API hands out several (two registration
+/// entries match the process), as go-spiffe's SVID picker chooses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SvidChoice {
+    /// The first SVID, the Workload API's default.
+    #[default]
+    First,
+    /// Exactly this SPIFFE ID. While the Workload API does not offer it there is no identity
+    /// (never another SVID: a client that names its ID must not act as someone else).
+    Id(SpiffeId),
+    /// The first SVID holding `role` (its ID or one below it) in one of `trust_domains`: how a
+    /// daemon finds its own among several. If none does, the first SVID, with a warning.
+    Role {
+        /// The role to look for.
+        role: Role,
+        /// The role's trust domains (`SPIKE_TRUST_ROOT*`).
+        trust_domains: Vec<String>,
+    },
+}
+
+impl SvidChoice {
+    /// The index of the SVID to use among `ids` (in the Workload API's order).
+    fn pick(&self, ids: &[String]) -> Option<usize> {
+        match self {
+            SvidChoice::First => (!ids.is_empty()).then_some(0),
+            SvidChoice::Id(want) => {
+                let want = want.to_string();
+                ids.iter().position(|id| *id == want)
+            }
+            SvidChoice::Role { role, trust_domains } => {
+                let found = ids.iter().position(|id| role.matches(id, trust_domains));
+                if found.is_none() && !ids.is_empty() {
+                    tracing::warn!(
+                        role = role.short_name(),
+                        offered = %ids.join(", "),
+                        using = %ids[0],
+                        "none of the Workload API's SVIDs holds this process's role; using the \
+                         first (check the SPIRE registration entries and SPIKE_TRUST_ROOT*)"
+                    );
+                }
+                found.or((!ids.is_empty()).then_some(0))
+            }
+        }
+    }
+}
+
+/// Adapts an [`SvidChoice`] to the `spiffe` crate's picker, remembering what was offered so a
+/// failed choice can be explained.
+#[derive(Debug)]
+struct Picker {
+    choice: SvidChoice,
+    offered: Arc<Mutex<Vec<String>>>,
+}
+
+impl spiffe::x509_source::SvidPicker for Picker {
+    fn pick_svid(&self, svids: &[Arc<X509Svid>]) -> Option<usize> {
+        let ids: Vec<String> = svids.iter().map(|s| s.spiffe_id().to_string()).collect();
+        let picked = self.choice.pick(&ids);
+        *self.offered.lock().unwrap_or_else(PoisonError::into_inner) = ids;
+        picked
+    }
+}
+
 /// A live source of this process's [`Identity`]; cheap to clone, shared by all TLS configs
 /// built from it.
 #[derive(Clone)]
@@ -259,20 +325,35 @@ enum Kind {
 }
 
 impl IdentitySource {
-    /// Connects to the Workload API named by `SPIFFE_ENDPOINT_SOCKET`, waiting up to
-    /// [`DEFAULT_INITIAL_SYNC_TIMEOUT`] for the first SVID.
+    /// Connects to the Workload API named by `SPIFFE_ENDPOINT_SOCKET` (unset: SPIRE's default
+    /// socket), waiting up to [`DEFAULT_INITIAL_SYNC_TIMEOUT`] for the first SVID; presents
+    /// the SVID named by `SPIKE_SVID_ID`, else the first.
     pub async fn from_env() -> Result<Self> {
-        let endpoint = std::env::var(ENDPOINT_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .ok_or(Error::EndpointNotSet)?;
-        Self::workload_api(&endpoint, DEFAULT_INITIAL_SYNC_TIMEOUT).await
+        Self::from_env_choosing(SvidChoice::First).await
+    }
+
+    /// Like [`IdentitySource::from_env`], choosing among several SVIDs by `choice` (daemons
+    /// pass their role) unless `SPIKE_SVID_ID` names one.
+    pub async fn from_env_choosing(choice: SvidChoice) -> Result<Self> {
+        let endpoint = crate::config::workload_endpoint(None)?;
+        let choice = svid_choice_from_env(choice)?;
+        Self::workload_api_choosing(&endpoint, DEFAULT_INITIAL_SYNC_TIMEOUT, choice).await
     }
 
     /// Connects to the Workload API at `endpoint` (`unix:///path`, or a bare absolute path),
     /// waiting up to `initial_sync_timeout` for the first SVID; rotations are then picked up
-    /// in the background.
+    /// in the background. Presents the first SVID the Workload API hands out.
     pub async fn workload_api(endpoint: &str, initial_sync_timeout: Duration) -> Result<Self> {
+        Self::workload_api_choosing(endpoint, initial_sync_timeout, SvidChoice::First).await
+    }
+
+    /// Like [`IdentitySource::workload_api`], presenting the SVID `choice` picks when the
+    /// Workload API hands out several.
+    pub async fn workload_api_choosing(
+        endpoint: &str,
+        initial_sync_timeout: Duration,
+        choice: SvidChoice,
+    ) -> Result<Self> {
         let endpoint =
             if endpoint.starts_with('/') { format!("unix://{endpoint}") } else { endpoint.into() };
         let fail = |reason: String| Error::WorkloadApi {
@@ -280,12 +361,24 @@ impl IdentitySource {
             timeout: initial_sync_timeout,
             reason,
         };
-        let source = X509Source::builder()
-            .endpoint(&endpoint)
-            .initial_sync_timeout(initial_sync_timeout)
-            .build()
-            .await
-            .map_err(|e| fail(chain(&e)))?;
+        let mut builder =
+            X509Source::builder().endpoint(&endpoint).initial_sync_timeout(initial_sync_timeout);
+        let offered = Arc::new(Mutex::new(Vec::new()));
+        if choice != SvidChoice::First {
+            let picker = Picker { choice: choice.clone(), offered: Arc::clone(&offered) };
+            builder = builder.picker(picker);
+        }
+        let source = builder.build().await.map_err(|e| {
+            let offered = offered.lock().unwrap_or_else(PoisonError::into_inner);
+            match &choice {
+                SvidChoice::Id(want) if !offered.is_empty() => fail(format!(
+                    "it handed out {} but not {want}; register {want} for this workload or set \
+                     SPIKE_SVID_ID to one of those",
+                    offered.join(", ")
+                )),
+                _ => fail(chain(&e)),
+            }
+        })?;
         let this = Self::from_x509_source(source, endpoint.clone());
         // Fail now, not at the first handshake, if the SVID or bundle is unusable.
         this.current().map_err(|e| fail(e.to_string()))?;
@@ -374,6 +467,17 @@ impl fmt::Debug for IdentitySource {
             }
             Kind::Static(id) => f.debug_tuple("IdentitySource::InMemory").field(id).finish(),
         }
+    }
+}
+
+/// `SPIKE_SVID_ID` if set (validated), else `default`.
+fn svid_choice_from_env(default: SvidChoice) -> Result<SvidChoice> {
+    match crate::config::env(crate::config::ENV_SVID_ID) {
+        None => Ok(default),
+        Some(id) => SpiffeId::new(&id).map(SvidChoice::Id).map_err(|e| Error::InvalidSpiffeId {
+            value: id.clone(),
+            reason: format!("{e} (in {})", crate::config::ENV_SVID_ID),
+        }),
     }
 }
 
@@ -476,6 +580,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = load_svid_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("svid.pem") && err.contains("--write-svid"), "{err}");
+    }
+
+    #[test]
+    fn svid_choice_picks_by_exact_id_or_by_role_with_a_fallback_to_the_first() {
+        let ids: Vec<String> = [
+            "spiffe://spike.ist/app",
+            "spiffe://spike.ist/spike/nexusx",
+            "spiffe://spike.ist/spike/nexus/nexus-0",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(SvidChoice::First.pick(&ids), Some(0));
+        assert_eq!(SvidChoice::First.pick(&[]), None);
+        let want = |id: &str| SvidChoice::Id(id.parse().unwrap());
+        assert_eq!(want("spiffe://spike.ist/spike/nexusx").pick(&ids), Some(1));
+        assert_eq!(want("spiffe://spike.ist/spike/nexus").pick(&ids), None);
+        let role = |role, td: &str| SvidChoice::Role { role, trust_domains: vec![td.into()] };
+        assert_eq!(role(Role::Nexus, "spike.ist").pick(&ids), Some(2));
+        // No SVID holds the role (here: not in that trust domain): the first, with a warning.
+        assert_eq!(role(Role::Nexus, "other.org").pick(&ids), Some(0));
+        assert_eq!(role(Role::Keeper, "spike.ist").pick(&[]), None);
     }
 
     #[test]

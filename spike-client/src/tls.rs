@@ -29,6 +29,7 @@ use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use spiffe::{SpiffeId, TrustDomain};
+use spike_core::identity::Role;
 use x509_parser::extensions::GeneralName;
 
 use crate::error::{Error, Result, SvidRejection};
@@ -175,21 +176,103 @@ fn presented_path_len_violation(
     None
 }
 
+/// Which SPIFFE IDs a verifier accepts once the chain verifies: one ID exactly, or a base ID
+/// and everything below it on a `/` boundary (SPIKE's role rule, spike-sdk-go `spiffeid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdMatcher {
+    /// This ID only.
+    Exact(SpiffeId),
+    /// This ID or any ID below it: `spiffe://td/spike/nexus` accepts
+    /// `spiffe://td/spike/nexus/nexus-0` but not `spiffe://td/spike/nexusx`.
+    OrBelow(SpiffeId),
+}
+
+impl IdMatcher {
+    /// `role`'s base ID in each of `trust_domains`, each accepting IDs below it (how SPIKE
+    /// recognises Nexus, Keepers and the other roles).
+    pub fn role(role: Role, trust_domains: &[impl AsRef<str>]) -> Result<Vec<Self>> {
+        trust_domains
+            .iter()
+            .map(|td| {
+                let id = role.spiffe_id(td.as_ref());
+                SpiffeId::new(&id).map(Self::OrBelow).map_err(|e| Error::InvalidSpiffeId {
+                    value: id.clone(),
+                    reason: format!("{e} (check the SPIKE_TRUST_ROOT* settings)"),
+                })
+            })
+            .collect()
+    }
+
+    /// True if `id` is accepted.
+    pub fn matches(&self, id: &SpiffeId) -> bool {
+        match self {
+            Self::Exact(want) => want == id,
+            Self::OrBelow(base) => {
+                id.trust_domain() == base.trust_domain()
+                    && spike_core::identity::is_at_or_below(id.path(), base.path())
+            }
+        }
+    }
+
+    /// The ID (exact or base) this matcher is built on.
+    pub fn id(&self) -> &SpiffeId {
+        match self {
+            Self::Exact(id) | Self::OrBelow(id) => id,
+        }
+    }
+}
+
+impl From<SpiffeId> for IdMatcher {
+    fn from(id: SpiffeId) -> Self {
+        Self::Exact(id)
+    }
+}
+
+impl fmt::Display for IdMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(id) => write!(f, "{id}"),
+            Self::OrBelow(id) => write!(f, "{id} (or an ID below it)"),
+        }
+    }
+}
+
+/// Which trust domains a peer may belong to (its chain must still verify against that trust
+/// domain's bundle in the source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerTrustDomains {
+    /// Only our own SVID's trust domain.
+    Own,
+    /// Exactly these (each needs a bundle in the source).
+    Listed(Vec<TrustDomain>),
+    /// Any trust domain the source holds a bundle for: our own and every federated bundle the
+    /// Workload API hands out. For servers that leave the decision to per-request policy.
+    AnyWithBundle,
+}
+
 /// Verifies a peer's X509-SVID against the bundles of an [`IdentitySource`] and decides
 /// whether its SPIFFE ID is acceptable.
 #[derive(Clone)]
 pub struct SvidVerifier {
     source: IdentitySource,
     peer: PeerRole,
-    trust_domains: Option<Vec<TrustDomain>>,
-    expected_ids: Option<Vec<SpiffeId>>,
+    trust_domains: PeerTrustDomains,
+    expected_ids: Option<Vec<IdMatcher>>,
     provider: Arc<CryptoProvider>,
 }
 
 impl SvidVerifier {
     /// A verifier for peers playing `peer`, accepting any SPIFFE ID of our own trust domain.
     pub fn new(source: IdentitySource, peer: PeerRole) -> Self {
-        Self { source, peer, trust_domains: None, expected_ids: None, provider: crypto_provider() }
+        Self {
+            source,
+            peer,
+            trust_domains: PeerTrustDomains::Own,
+            expected_ids: None,
+            provider: crypto_provider(),
+        }
     }
 
     /// Accepts peers of these trust domains instead of only our own (federation); each still
@@ -198,13 +281,24 @@ impl SvidVerifier {
         mut self,
         trust_domains: impl IntoIterator<Item = TrustDomain>,
     ) -> Self {
-        self.trust_domains = Some(trust_domains.into_iter().collect());
+        self.trust_domains = PeerTrustDomains::Listed(trust_domains.into_iter().collect());
+        self
+    }
+
+    /// Sets which trust domains peers may belong to (see [`PeerTrustDomains`]).
+    pub fn with_peer_trust_domains(mut self, trust_domains: PeerTrustDomains) -> Self {
+        self.trust_domains = trust_domains;
         self
     }
 
     /// Accepts only these SPIFFE IDs (exact match, after the chain verifies).
-    pub fn with_expected_ids(mut self, ids: impl IntoIterator<Item = SpiffeId>) -> Self {
-        self.expected_ids = Some(ids.into_iter().collect());
+    pub fn with_expected_ids(self, ids: impl IntoIterator<Item = SpiffeId>) -> Self {
+        self.with_expected(ids.into_iter().map(IdMatcher::Exact))
+    }
+
+    /// Accepts only IDs one of these matchers accepts (after the chain verifies).
+    pub fn with_expected(mut self, matchers: impl IntoIterator<Item = IdMatcher>) -> Self {
+        self.expected_ids = Some(matchers.into_iter().collect());
         self
     }
 
@@ -239,8 +333,10 @@ impl SvidVerifier {
         let identity = self.source.current()?;
         let td = id.trust_domain();
         let allowed = match &self.trust_domains {
-            Some(list) => list.contains(td),
-            None => td == identity.trust_domain(),
+            PeerTrustDomains::Listed(list) => list.contains(td),
+            PeerTrustDomains::Own => td == identity.trust_domain(),
+            // The bundle lookup below refuses a trust domain the source holds no bundle for.
+            PeerTrustDomains::AnyWithBundle => true,
         };
         if !allowed {
             return Err(SvidRejection::ForeignTrustDomain(td.to_string()).into());
@@ -300,7 +396,7 @@ impl SvidVerifier {
         })?;
 
         if let Some(expected) = &self.expected_ids
-            && !expected.contains(&id)
+            && !expected.iter().any(|m| m.matches(&id))
         {
             let expected = expected.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
             return Err(SvidRejection::UnexpectedId { actual: id.to_string(), expected }.into());
@@ -492,23 +588,39 @@ impl rustls::server::ResolvesServerCert for SvidResolver {
 }
 
 /// Starts a client config that presents the source's SVID and accepts only a server whose
-/// SPIFFE ID is `server_id` (e.g. `spiffe://spike.ist/spike/nexus`).
+/// SPIFFE ID is exactly `server_id`. To accept a SPIKE role the way SPIKE does (its ID or one
+/// below it, e.g. `spiffe://spike.ist/spike/nexus/nexus-0`), use [`mtls_client_matching`]
+/// with [`IdMatcher::role`].
 pub fn mtls_client(source: IdentitySource, server_id: SpiffeId) -> ClientConfigBuilder {
-    ClientConfigBuilder { source, expected: vec![server_id], alpn: Vec::new() }
+    mtls_client_matching(source, IdMatcher::Exact(server_id))
+}
+
+/// Starts a client config that presents the source's SVID and accepts only a server whose
+/// SPIFFE ID `server` accepts.
+pub fn mtls_client_matching(source: IdentitySource, server: IdMatcher) -> ClientConfigBuilder {
+    ClientConfigBuilder { source, expected: vec![server], alpn: Vec::new() }
 }
 
 /// Builds a rustls `ClientConfig` for mTLS by SPIFFE ID; see [`mtls_client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfigBuilder {
     source: IdentitySource,
-    expected: Vec<SpiffeId>,
+    expected: Vec<IdMatcher>,
     alpn: Vec<Vec<u8>>,
 }
 
 impl ClientConfigBuilder {
-    /// Also accepts a server with this SPIFFE ID (e.g. during a migration).
-    pub fn also_accept(mut self, server_id: SpiffeId) -> Self {
-        self.expected.push(server_id);
+    /// Also accepts a server with exactly this SPIFFE ID (e.g. during a migration).
+    pub fn also_accept(self, server_id: SpiffeId) -> Self {
+        self.also_accept_matching(IdMatcher::Exact(server_id))
+    }
+
+    /// Also accepts a server whose SPIFFE ID `server` accepts (e.g. a role in a second trust
+    /// domain).
+    pub fn also_accept_matching(mut self, server: IdMatcher) -> Self {
+        if !self.expected.contains(&server) {
+            self.expected.push(server);
+        }
         self
     }
 
@@ -524,14 +636,15 @@ impl ClientConfigBuilder {
         // Trust exactly the trust domains of the servers we expect, whose bundles the source
         // must hold (its own, or federated ones).
         let mut tds: Vec<TrustDomain> = Vec::new();
-        for id in &self.expected {
-            if !tds.contains(id.trust_domain()) {
-                tds.push(id.trust_domain().clone());
+        for matcher in &self.expected {
+            let td = matcher.id().trust_domain();
+            if !tds.contains(td) {
+                tds.push(td.clone());
             }
         }
         let verifier = SvidVerifier::new(self.source.clone(), PeerRole::Server)
             .with_trust_domains(tds)
-            .with_expected_ids(self.expected);
+            .with_expected(self.expected);
         let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()?
             .dangerous()
@@ -550,6 +663,8 @@ mod tests {
         IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
     };
     use rustls::pki_types::PrivatePkcs8KeyDer;
+
+    use spiffe::{X509Bundle, X509BundleSet, X509Svid};
 
     use super::*;
     use crate::identity::Identity;
@@ -639,6 +754,82 @@ mod tests {
             Err(Error::PeerRejected(rejection)) => Err(rejection),
             Err(other) => panic!("not a rejection: {other}"),
         }
+    }
+
+    /// Verifies an SVID for `peer_id`, issued by `issuer`, with `verifier`.
+    fn verify_id(
+        verifier: &SvidVerifier,
+        issuer: &Ca,
+        peer_id: &str,
+    ) -> std::result::Result<SpiffeId, SvidRejection> {
+        let (peer, _) = leaf(issuer, peer_id);
+        match verifier.verify(&peer, &[], UnixTime::now()) {
+            Ok(id) => Ok(id),
+            Err(Error::PeerRejected(rejection)) => Err(rejection),
+            Err(other) => panic!("not a rejection: {other}"),
+        }
+    }
+
+    #[test]
+    fn or_below_matcher_accepts_ids_below_the_base_and_exact_pins_one_id() {
+        let ca = root("root", unconstrained());
+        let nexus = IdMatcher::role(Role::Nexus, &["spike.ist"]).unwrap();
+        assert_eq!(nexus, [IdMatcher::OrBelow(OWN.parse().unwrap())]);
+        let below = verifier(&[&ca]).with_expected(nexus);
+        for ok in [OWN, "spiffe://spike.ist/spike/nexus/nexus-0"] {
+            assert_eq!(verify_id(&below, &ca, ok).unwrap().to_string(), ok);
+        }
+        for bad in ["spiffe://spike.ist/spike/nexusx", "spiffe://spike.ist/spike/keeper"] {
+            let rejection = verify_id(&below, &ca, bad).unwrap_err();
+            assert!(matches!(rejection, SvidRejection::UnexpectedId { .. }), "{bad}");
+            assert!(rejection.to_string().contains("or an ID below it"), "{rejection}");
+        }
+        let exact = verifier(&[&ca]).with_expected_ids([OWN.parse().unwrap()]);
+        assert!(verify_id(&exact, &ca, OWN).is_ok());
+        assert!(verify_id(&exact, &ca, "spiffe://spike.ist/spike/nexus/nexus-0").is_err());
+    }
+
+    /// A verifier whose source holds our bundle (spike.ist, `own`) and a federated one
+    /// (`other_td`, `other`).
+    fn federated_verifier(own: &Ca, other_td: &str, other: &Ca) -> SvidVerifier {
+        let (svid, key) = leaf(own, OWN);
+        let svid = X509Svid::parse_from_der(svid.as_ref(), &key.serialize_der()).unwrap();
+        let mut set = X509BundleSet::new();
+        for (td, ca) in [("spike.ist", own), (other_td, other)] {
+            let td = TrustDomain::new(td).unwrap();
+            set.add_bundle(X509Bundle::from_x509_authorities(td, &[ca.der.as_ref()]).unwrap());
+        }
+        let identity = Identity::new(Arc::new(svid), Arc::new(set)).unwrap();
+        SvidVerifier::new(IdentitySource::in_memory(identity), PeerRole::Client)
+    }
+
+    #[test]
+    fn any_bundled_trust_domain_admits_federated_peers_and_still_needs_a_chain_to_their_bundle() {
+        let own = root("own", unconstrained());
+        let partner = root("partner", unconstrained());
+        let stranger = root("stranger", unconstrained());
+        const FEDERATED: &str = "spiffe://partner.org/app";
+        let only_own = federated_verifier(&own, "partner.org", &partner);
+        assert_eq!(
+            verify_id(&only_own, &partner, FEDERATED).unwrap_err(),
+            SvidRejection::ForeignTrustDomain("partner.org".into())
+        );
+        let any = only_own.with_peer_trust_domains(PeerTrustDomains::AnyWithBundle);
+        assert_eq!(verify_id(&any, &partner, FEDERATED).unwrap().to_string(), FEDERATED);
+        assert_eq!(verify_id(&any, &own, PEER).unwrap().to_string(), PEER);
+        // A trust domain without a bundle, and a partner ID signed by the wrong CA, are refused.
+        assert_eq!(
+            verify_id(&any, &stranger, "spiffe://stranger.org/app").unwrap_err(),
+            SvidRejection::NoBundle("stranger.org".into())
+        );
+        assert!(matches!(
+            verify_id(&any, &stranger, FEDERATED).unwrap_err(),
+            SvidRejection::UntrustedChain { .. }
+        ));
+        assert!(matches!(
+            verify_id(&any, &partner, PEER).unwrap_err(),
+            SvidRejection::UntrustedChain { .. }
+        ));
     }
 
     #[test]

@@ -25,6 +25,31 @@ pub enum Error {
     /// Secret values could not be decoded.
     #[error(transparent)]
     SecretValues(#[from] SecretValuesError),
+    /// A trust domain list (`SPIKE_TRUST_ROOT*`) was rejected.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+/// Why a trust domain (an entry of a `SPIKE_TRUST_ROOT*` list) was rejected.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The list had no trust domain at all, or an empty entry (e.g. `a.org,,b.org`).
+    #[error(
+        "the list has an empty entry; give trust domains separated by commas, e.g. \"spike.ist,example.org\""
+    )]
+    EmptyEntry,
+    /// An entry is not a SPIFFE trust domain name.
+    #[error(
+        "{entry:?} is not a trust domain name: {reason} (a trust domain is lower-case letters, \
+         digits, '.', '-' and '_', without \"spiffe://\" or a path, e.g. \"spike.ist\")"
+    )]
+    InvalidTrustDomain {
+        /// The rejected entry.
+        entry: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// Why a secret path or policy name was rejected.

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use sha2::{Digest, Sha256};
-use spiffe::SpiffeId;
 use spike_client::identity::IdentitySource;
 use spike_core::error::chain;
 use spike_core::identity::{DEFAULT_TRUST_DOMAIN, Role};
@@ -38,8 +37,8 @@ use zeroize::Zeroizing;
 use crate::config::{parse_bounded, parse_duration};
 use crate::error::ConfigError;
 use crate::keeper::client::mtls_http_client;
-use crate::keeper::{KeeperClient, KeeperError, keeper_id};
-use crate::nexus::authz::TrustRoots;
+use crate::keeper::{KeeperClient, KeeperError, keeper_matchers};
+use crate::nexus::authz::{TrustRootArgs, TrustRoots};
 pub use crate::nexus::recovery::STORE_STATE_HEADER;
 
 /// Default for `SPIKE_BOOTSTRAP_NEXUS_TIMEOUT`: how long to wait for Nexus.
@@ -247,21 +246,46 @@ pub struct BootstrapArgs {
     /// Re-deal even if the system is already bootstrapped (orphans existing data): true/false.
     #[arg(long, env = "SPIKE_BOOTSTRAP_FORCE", default_value = "false")]
     pub force: String,
-    /// Trust domain of SPIKE's components.
+    /// Trust domain(s) of SPIKE's components, comma-separated.
     #[arg(long, env = "SPIKE_TRUST_ROOT", default_value = DEFAULT_TRUST_DOMAIN)]
     pub trust_root: String,
-    /// Trust domain of Nexus (defaults to --trust-root).
+    /// Trust domain(s) of Nexus, comma-separated (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_NEXUS")]
     pub trust_root_nexus: Option<String>,
-    /// Trust domain of the Keepers (defaults to --trust-root).
+    /// Trust domain(s) of the Keepers, comma-separated (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_KEEPER")]
     pub trust_root_keeper: Option<String>,
+    /// Trust domain(s) of Bootstrap, comma-separated (defaults to --trust-root): picks this
+    /// process's SVID when the Workload API hands out several.
+    #[arg(long, env = "SPIKE_TRUST_ROOT_BOOTSTRAP")]
+    pub trust_root_bootstrap: Option<String>,
     /// Attempts per Keeper before giving up.
     #[arg(long, env = "SPIKE_BOOTSTRAP_KEEPER_ATTEMPTS", default_value = "10")]
     pub keeper_attempts: String,
     /// How long to wait for Nexus, e.g. "2m".
     #[arg(long, env = "SPIKE_BOOTSTRAP_NEXUS_TIMEOUT", default_value = "2m")]
     pub nexus_timeout: String,
+    /// Accepted and ignored: SPIKE's bootstrap requires `-init` (its scripts and Helm charts
+    /// pass it); here bootstrapping is what the binary always does, and it already refuses to
+    /// run twice. Also spelled `-init` (see [`normalize_go_flags`]).
+    #[arg(long)]
+    pub init: bool,
+}
+
+/// Rewrites the Go-style single-dash flags SPIKE's deployments pass to `spike-bootstrap`
+/// (`-init`, `-init=true`) into the `--init` clap understands, so SPIKE's scripts keep working;
+/// `-init=false` is dropped. Every other argument is passed through unchanged.
+pub fn normalize_go_flags<I>(args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = std::ffi::OsString>,
+{
+    args.into_iter()
+        .filter_map(|arg| match arg.to_str() {
+            Some("-init" | "--init" | "-init=true" | "--init=true") => Some("--init".into()),
+            Some("-init=false" | "--init=false") => None,
+            _ => Some(arg),
+        })
+        .collect()
 }
 
 impl TryFrom<BootstrapArgs> for BootstrapConfig {
@@ -282,13 +306,13 @@ impl TryFrom<BootstrapArgs> for BootstrapConfig {
                 });
             }
         };
-        let mut trust_roots = TrustRoots::single(&a.trust_root);
-        if let Some(td) = a.trust_root_nexus {
-            trust_roots.nexus = td;
-        }
-        if let Some(td) = a.trust_root_keeper {
-            trust_roots.keeper = td;
-        }
+        let trust_roots = TrustRoots::parse(&TrustRootArgs {
+            trust_root: &a.trust_root,
+            nexus: a.trust_root_nexus.as_deref(),
+            keeper: a.trust_root_keeper.as_deref(),
+            bootstrap: a.trust_root_bootstrap.as_deref(),
+            ..TrustRootArgs::default()
+        })?;
         let nexus_url = a
             .nexus_api_url
             .filter(|u| !u.trim().is_empty())
@@ -336,8 +360,10 @@ enum NexusStore {
 /// Bootstraps with the SVID from the Workload API (`SPIFFE_ENDPOINT_SOCKET`): the body of
 /// the `spike-bootstrap` binary.
 pub async fn run_from_env(config: BootstrapConfig) -> Result<BootstrapOutcome, BootstrapError> {
-    let source =
-        IdentitySource::from_env().await.map_err(|e| BootstrapError::Tls(e.to_string()))?;
+    let choice = config.trust_roots.svid_choice(Role::Bootstrap);
+    let source = IdentitySource::from_env_choosing(choice)
+        .await
+        .map_err(|e| BootstrapError::Tls(e.to_string()))?;
     run(config, source).await
 }
 
@@ -349,16 +375,15 @@ pub async fn run(
 ) -> Result<BootstrapOutcome, BootstrapError> {
     config.validate()?;
     let tls = |e: KeeperError| BootstrapError::Tls(e.to_string());
-    let nexus_id = Role::Nexus.spiffe_id(&config.trust_roots.nexus);
-    let nexus_id = SpiffeId::new(&nexus_id)
-        .map_err(|e| BootstrapError::Tls(format!("{nexus_id:?} is not a valid SPIFFE ID: {e}")))?;
+    let nexus_ids =
+        config.trust_roots.matchers(Role::Nexus).map_err(|e| BootstrapError::Tls(e.to_string()))?;
     let nexus = Nexus {
-        http: mtls_http_client(source.clone(), nexus_id, config.call_timeout).map_err(tls)?,
+        http: mtls_http_client(source.clone(), nexus_ids, config.call_timeout).map_err(tls)?,
         url: config.nexus_url.clone(),
     };
     let keepers = KeeperClient::new(
         source,
-        keeper_id(&config.trust_roots.keeper).map_err(tls)?,
+        keeper_matchers(&config.trust_roots).map_err(tls)?,
         config.call_timeout,
     )
     .map_err(tls)?;
@@ -621,6 +646,42 @@ mod tests {
             parse(&["--keeper-peers", PEERS, "--nexus-api-url", "https://x", "--force", "true"])
                 .unwrap();
         assert!(c.force);
+    }
+
+    #[test]
+    fn spikes_init_flag_is_accepted_in_go_and_clap_spelling_and_changes_nothing() {
+        let base = ["spike-bootstrap", "--keeper-peers", PEERS, "--nexus-api-url", "https://x"];
+        for init in ["-init", "--init", "-init=true", "-init=false"] {
+            let mut argv: Vec<std::ffi::OsString> = base.iter().map(Into::into).collect();
+            argv.insert(1, init.into());
+            let cli = Cli::try_parse_from(normalize_go_flags(argv)).unwrap();
+            assert_eq!(cli.bootstrap.init, init != "-init=false", "{init}");
+            let config = BootstrapConfig::try_from(cli.bootstrap).unwrap();
+            assert_eq!(config.keeper_peers.len(), 3, "{init}");
+        }
+        // Without the rewrite, clap would read `-init` as the short flags -i -n -i -t.
+        assert!(Cli::try_parse_from(["spike-bootstrap", "-init"]).is_err());
+    }
+
+    #[test]
+    fn trust_roots_are_lists_and_bad_entries_name_the_variable() {
+        let c = parse(&[
+            "--keeper-peers",
+            PEERS,
+            "--nexus-api-url",
+            "https://x",
+            "--trust-root",
+            "a.org,b.org",
+            "--trust-root-keeper",
+            "k.org",
+        ])
+        .unwrap();
+        assert_eq!(c.trust_roots.nexus, ["a.org", "b.org"]);
+        assert_eq!(c.trust_roots.keeper, ["k.org"]);
+        let err = parse(&["--keeper-peers", PEERS, "--trust-root-nexus", "a.org,A.org"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SPIKE_TRUST_ROOT_NEXUS") && err.contains("\"A.org\""), "{err}");
     }
 
     #[test]

@@ -26,6 +26,16 @@ pub fn parse_duration(name: &'static str, value: &str) -> Result<Duration, Confi
     })
 }
 
+/// Parses a `SPIKE_TRUST_ROOT*` setting: one trust domain or a comma-separated list (SPIKE),
+/// every entry a valid trust domain name.
+pub fn parse_trust_roots(name: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
+    spike_core::identity::parse_trust_domains(value).map_err(|reason| ConfigError::TrustRoot {
+        name,
+        value: value.to_owned(),
+        reason,
+    })
+}
+
 /// Parses a positive integer setting within `min..=max`.
 pub fn parse_bounded(
     name: &'static str,
@@ -59,6 +69,17 @@ mod tests {
         for bad in ["", "5", "s", "5x", "-5s", "1.5s"] {
             assert!(parse_duration("X", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn trust_root_lists_name_the_variable_and_the_bad_entry() {
+        assert_eq!(parse_trust_roots("X", "a.org, b.org").unwrap(), ["a.org", "b.org"]);
+        let err = parse_trust_roots("SPIKE_TRUST_ROOT_KEEPER", "a.org,B.org").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("SPIKE_TRUST_ROOT_KEEPER=\"a.org,B.org\""), "{message}");
+        assert!(message.contains("\"B.org\" is not a trust domain"), "{message}");
+        let err = parse_trust_roots("SPIKE_TRUST_ROOT", "a.org,,b.org").unwrap_err().to_string();
+        assert!(err.contains("SPIKE_TRUST_ROOT=") && err.contains("empty entry"), "{err}");
     }
 
     #[test]

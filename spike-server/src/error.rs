@@ -32,6 +32,16 @@ pub enum ConfigError {
     /// Settings conflict with each other.
     #[error("{0}")]
     Conflict(String),
+    /// A `SPIKE_TRUST_ROOT*` list has an entry that is not a trust domain.
+    #[error("{name}={value:?} is invalid: {reason}")]
+    TrustRoot {
+        /// The environment variable (or flag) name.
+        name: &'static str,
+        /// The rejected value, whole.
+        value: String,
+        /// Which entry is wrong and what is accepted.
+        reason: spike_core::error::IdentityError,
+    },
 }
 
 /// The dev Workload API agent (`spike-dev-agent`) could not start or do what was asked.

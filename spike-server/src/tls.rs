@@ -26,21 +26,28 @@ use spiffe::{SpiffeId, TrustDomain};
 use spike_client::error::{Error, SvidRejection};
 use spike_client::identity::IdentitySource;
 use spike_client::tls::{
-    PeerRole, SpiffeClientVerifier, SvidResolver, SvidVerifier, crypto_provider,
+    IdMatcher, PeerRole, PeerTrustDomains, SpiffeClientVerifier, SvidResolver, SvidVerifier,
+    crypto_provider,
 };
 
 /// Starts a server config for `source`: clients must present an X509-SVID of our own trust
-/// domain (widen with [`ServerConfigBuilder::trust_domains`]).
+/// domain (widen with [`ServerConfigBuilder::trust_domains`] or
+/// [`ServerConfigBuilder::any_trust_domain_with_bundle`]).
 pub fn mtls_server(source: IdentitySource) -> ServerConfigBuilder {
-    ServerConfigBuilder { source, trust_domains: None, client_ids: None, alpn: Vec::new() }
+    ServerConfigBuilder {
+        source,
+        trust_domains: PeerTrustDomains::Own,
+        client_ids: None,
+        alpn: Vec::new(),
+    }
 }
 
 /// Builds a rustls `ServerConfig` for mTLS by SPIFFE ID; see [`mtls_server`].
 #[derive(Debug, Clone)]
 pub struct ServerConfigBuilder {
     source: IdentitySource,
-    trust_domains: Option<Vec<TrustDomain>>,
-    client_ids: Option<Vec<SpiffeId>>,
+    trust_domains: PeerTrustDomains,
+    client_ids: Option<Vec<IdMatcher>>,
     alpn: Vec<Vec<u8>>,
 }
 
@@ -48,14 +55,29 @@ impl ServerConfigBuilder {
     /// Accepts clients of these trust domains (whose bundles the source must hold) instead of
     /// only our own.
     pub fn trust_domains(mut self, trust_domains: impl IntoIterator<Item = TrustDomain>) -> Self {
-        self.trust_domains = Some(trust_domains.into_iter().collect());
+        self.trust_domains = PeerTrustDomains::Listed(trust_domains.into_iter().collect());
         self
     }
 
-    /// Accepts only these client SPIFFE IDs at the handshake (e.g. Keepers accept only Nexus).
-    /// Without it, any verified ID is let in and authorised per request by the application.
-    pub fn authorize_ids(mut self, ids: impl IntoIterator<Item = SpiffeId>) -> Self {
-        self.client_ids = Some(ids.into_iter().collect());
+    /// Accepts clients of any trust domain the source holds a bundle for — our own and every
+    /// federated one the Workload API hands out — leaving the decision to the application
+    /// (Nexus: roles and policies, as SPIKE does).
+    pub fn any_trust_domain_with_bundle(mut self) -> Self {
+        self.trust_domains = PeerTrustDomains::AnyWithBundle;
+        self
+    }
+
+    /// Accepts only these client SPIFFE IDs, exactly, at the handshake. Without it (or
+    /// [`ServerConfigBuilder::authorize`]), any verified ID is let in and authorised per
+    /// request by the application.
+    pub fn authorize_ids(self, ids: impl IntoIterator<Item = SpiffeId>) -> Self {
+        self.authorize(ids.into_iter().map(IdMatcher::Exact))
+    }
+
+    /// Accepts only client SPIFFE IDs one of `matchers` accepts at the handshake (e.g. Keepers
+    /// accept only Nexus and Bootstrap, each role's ID or below it).
+    pub fn authorize(mut self, matchers: impl IntoIterator<Item = IdMatcher>) -> Self {
+        self.client_ids = Some(matchers.into_iter().collect());
         self
     }
 
@@ -68,12 +90,10 @@ impl ServerConfigBuilder {
     /// Builds the config; fails now if the source has no usable identity.
     pub fn build(self) -> Result<rustls::ServerConfig, Error> {
         self.source.current()?;
-        let mut verifier = SvidVerifier::new(self.source.clone(), PeerRole::Client);
-        if let Some(tds) = self.trust_domains {
-            verifier = verifier.with_trust_domains(tds);
-        }
-        if let Some(ids) = self.client_ids {
-            verifier = verifier.with_expected_ids(ids);
+        let mut verifier = SvidVerifier::new(self.source.clone(), PeerRole::Client)
+            .with_peer_trust_domains(self.trust_domains);
+        if let Some(matchers) = self.client_ids {
+            verifier = verifier.with_expected(matchers);
         }
         let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()?

@@ -82,8 +82,11 @@ async fn keeper_routes_answer_with_spike_bodies_and_statuses() {
         (200, format!(r#"{{"shard":{},"Err":""}}"#, shard_json(9)))
     );
 
-    // A superuser-looking ID below Nexus's is not Nexus.
-    assert_eq!(call(&state, &format!("{NEXUS}/x"), shard, "{}").await.0, 401);
+    // SPIKE's role rule: an ID below Nexus's (a pod-suffixed one) is Nexus; one that merely
+    // shares a string prefix is not.
+    assert_eq!(call(&state, &format!("{NEXUS}/nexus-0"), shard, "{}").await.0, 200);
+    assert_eq!(call(&state, &format!("{NEXUS}x"), shard, "{}").await.0, 401);
+    assert_eq!(call(&state, &format!("{NEXUS}x/nexus-0"), shard, "{}").await.0, 401);
     // SPIKE's fallback for anything else.
     assert_eq!(
         call(&state, NEXUS, "/v1/store/keep", "{}").await,
@@ -117,8 +120,8 @@ async fn source(sys: &System, name: &str) -> IdentitySource {
 }
 
 async fn keeper_client(sys: &System, name: &str) -> KeeperClient {
-    let id = keeper::keeper_id("spike.ist").unwrap();
-    KeeperClient::new(source(sys, name).await, id, Duration::from_secs(5)).unwrap()
+    let ids = keeper::keeper_matchers(&TrustRoots::single("spike.ist")).unwrap();
+    KeeperClient::new(source(sys, name).await, ids, Duration::from_secs(5)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -618,8 +618,9 @@ impl Cluster {
 
     /// A Keeper client as agent entry `name` (only "nexus" may read shards).
     pub async fn keeper_client(&self, name: &str) -> Result<KeeperClient> {
-        let id = keeper::keeper_id("spike.ist").map_err(|e| HarnessError(e.to_string()))?;
-        KeeperClient::new(self.identity(name).await?, id, Duration::from_secs(5))
+        let roots = spike_server::nexus::authz::TrustRoots::single("spike.ist");
+        let ids = keeper::keeper_matchers(&roots).map_err(|e| HarnessError(e.to_string()))?;
+        KeeperClient::new(self.identity(name).await?, ids, Duration::from_secs(5))
             .map_err(|e| HarnessError(e.to_string()))
     }
 

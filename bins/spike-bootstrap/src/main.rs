@@ -2,6 +2,9 @@
 //! parses flags (each falling back to SPIKE's environment variable), calls
 //! `spike_server::bootstrap::run_from_env`, and maps the outcome to a message and exit code.
 //!
+//! `-init` (SPIKE's required flag, passed by its scripts and Helm charts) is accepted and
+//! ignored: bootstrapping is what this binary always does, and it refuses to run twice.
+//!
 //! Exit codes: 0 when bootstrapped now or already bootstrapped (the output says which), 1 on
 //! failure (the message says what to do), 2 for invalid settings.
 #![forbid(unsafe_code)]
@@ -24,7 +27,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // SPIKE's scripts and charts pass the Go-style `-init`; accept it (a no-op).
+    let cli = Cli::parse_from(spike_server::bootstrap::normalize_go_flags(std::env::args_os()));
     spike_server::logging::init(cli.log_level.as_deref());
     let config = match BootstrapConfig::try_from(cli.bootstrap) {
         Ok(c) => c,

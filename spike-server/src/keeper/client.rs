@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use spiffe::SpiffeId;
 use spike_client::identity::IdentitySource;
+use spike_client::tls::IdMatcher;
 use spike_core::error::chain;
 use spike_core::secret::KeeperShare;
 use spike_core::wire::keeper::*;
@@ -36,14 +36,15 @@ pub struct KeeperClient {
 }
 
 impl KeeperClient {
-    /// A client presenting `source`'s SVID and accepting only Keepers whose SPIFFE ID is
-    /// `keeper_id`; every request gives up after `timeout`.
+    /// A client presenting `source`'s SVID and accepting only Keepers whose SPIFFE ID one of
+    /// `keepers` accepts (see [`super::keeper_matchers`]); every request gives up after
+    /// `timeout`.
     pub fn new(
         source: IdentitySource,
-        keeper_id: SpiffeId,
+        keepers: impl IntoIterator<Item = IdMatcher>,
         timeout: Duration,
     ) -> Result<Self, KeeperError> {
-        let http = mtls_http_client(source, keeper_id, timeout)?;
+        let http = mtls_http_client(source, keepers, timeout)?;
         Ok(Self { http })
     }
 
@@ -153,14 +154,24 @@ impl KeeperClient {
     }
 }
 
-/// A pooled HTTP client that presents `source`'s SVID and accepts only a server with SPIFFE ID
-/// `server_id` (HTTP/2 or HTTP/1.1 by ALPN); every request gives up after `timeout`.
+/// A pooled HTTP client that presents `source`'s SVID and accepts only a server whose SPIFFE ID
+/// one of `servers` accepts (HTTP/2 or HTTP/1.1 by ALPN); every request gives up after
+/// `timeout`.
 pub(crate) fn mtls_http_client(
     source: IdentitySource,
-    server_id: SpiffeId,
+    servers: impl IntoIterator<Item = IdMatcher>,
     timeout: Duration,
 ) -> Result<reqwest::Client, KeeperError> {
-    let tls = spike_client::tls::mtls_client(source, server_id)
+    let mut servers = servers.into_iter();
+    let first = servers.next().ok_or_else(|| {
+        KeeperError::Tls(
+            "no server SPIFFE ID to accept (is a SPIKE_TRUST_ROOT* list empty?)".into(),
+        )
+    })?;
+    let tls = servers
+        .fold(spike_client::tls::mtls_client_matching(source, first), |b, m| {
+            b.also_accept_matching(m)
+        })
         .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
         .build()
         .map_err(|e| KeeperError::Tls(e.to_string()))?;

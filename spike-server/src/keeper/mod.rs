@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use axum::Extension;
 use spike_client::identity::IdentitySource;
+use spike_client::tls::IdMatcher;
 use spike_core::identity::{DEFAULT_TRUST_DOMAIN, Role};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -44,7 +45,7 @@ use tokio::task::JoinHandle;
 use crate::config::{parse_duration, parse_listen_addr};
 use crate::connections::ConnectionLimits;
 use crate::error::ConfigError;
-use crate::nexus::authz::TrustRoots;
+use crate::nexus::authz::{TrustRootArgs, TrustRoots};
 use crate::nexus::router::Caller;
 
 /// Why a Keeper could not start, or why a call to a Keeper failed.
@@ -142,15 +143,19 @@ pub struct KeeperArgs {
     /// Listen address, e.g. ":8443" or "127.0.0.1:8443".
     #[arg(long, env = "SPIKE_KEEPER_TLS_PORT", default_value = ":8443")]
     pub tls_port: String,
-    /// Trust domain of SPIKE's components.
+    /// Trust domain(s) of SPIKE's components, comma-separated.
     #[arg(long, env = "SPIKE_TRUST_ROOT", default_value = DEFAULT_TRUST_DOMAIN)]
     pub trust_root: String,
-    /// Trust domain of Nexus (defaults to --trust-root).
+    /// Trust domain(s) of Nexus, comma-separated (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_NEXUS")]
     pub trust_root_nexus: Option<String>,
-    /// Trust domain of Bootstrap (defaults to --trust-root).
+    /// Trust domain(s) of Bootstrap, comma-separated (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_BOOTSTRAP")]
     pub trust_root_bootstrap: Option<String>,
+    /// Trust domain(s) of Keepers, comma-separated (defaults to --trust-root): picks this
+    /// Keeper's SVID when the Workload API hands out several.
+    #[arg(long, env = "SPIKE_TRUST_ROOT_KEEPER")]
+    pub trust_root_keeper: Option<String>,
     /// Time a connection may stay open with no request in flight, e.g. "30s".
     #[arg(long, env = "SPIKE_KEEPER_IDLE_TIMEOUT", default_value = "30s")]
     pub idle_timeout: String,
@@ -160,13 +165,13 @@ impl TryFrom<KeeperArgs> for KeeperConfig {
     type Error = ConfigError;
 
     fn try_from(a: KeeperArgs) -> Result<Self, ConfigError> {
-        let mut trust_roots = TrustRoots::single(&a.trust_root);
-        if let Some(td) = a.trust_root_nexus {
-            trust_roots.nexus = td;
-        }
-        if let Some(td) = a.trust_root_bootstrap {
-            trust_roots.bootstrap = td;
-        }
+        let trust_roots = TrustRoots::parse(&TrustRootArgs {
+            trust_root: &a.trust_root,
+            nexus: a.trust_root_nexus.as_deref(),
+            bootstrap: a.trust_root_bootstrap.as_deref(),
+            keeper: a.trust_root_keeper.as_deref(),
+            ..TrustRootArgs::default()
+        })?;
         Ok(Self {
             listen: parse_listen_addr("SPIKE_KEEPER_TLS_PORT", &a.tls_port)?,
             trust_roots,
@@ -208,7 +213,14 @@ impl RunningKeeper {
     }
 }
 
-/// The SPIFFE ID every Keeper presents in `trust_domain`.
+/// What Nexus and Bootstrap accept as a Keeper: `spiffe://<td>/spike/keeper` or an ID below
+/// it (`.../spike/keeper/keeper-0`), in every trust domain of `SPIKE_TRUST_ROOT_KEEPER`.
+pub fn keeper_matchers(roots: &TrustRoots) -> Result<Vec<IdMatcher>, KeeperError> {
+    roots.matchers(Role::Keeper).map_err(|e| KeeperError::Tls(e.to_string()))
+}
+
+/// The base SPIFFE ID of Keepers in `trust_domain` (a Keeper may present it or an ID below
+/// it).
 pub fn keeper_id(trust_domain: &str) -> Result<spiffe::SpiffeId, KeeperError> {
     let id = Role::Keeper.spiffe_id(trust_domain);
     spiffe::SpiffeId::new(&id).map_err(|e| {
@@ -222,19 +234,21 @@ pub async fn start(
     config: KeeperConfig,
     source: IdentitySource,
 ) -> Result<RunningKeeper, KeeperError> {
+    // Only Nexus and Bootstrap get past the handshake (SPIKE's `PeerCanTalkToKeeper`): each
+    // role's ID or one below it, in any of its trust domains.
     let roots = &config.trust_roots;
-    let bad_id = |e: spiffe::SpiffeIdError| {
-        KeeperError::Tls(format!("invalid trust domain in SPIKE_TRUST_ROOT*: {e}"))
-    };
-    let allowed = [
-        spiffe::SpiffeId::new(Role::Nexus.spiffe_id(&roots.nexus)).map_err(bad_id)?,
-        spiffe::SpiffeId::new(Role::Bootstrap.spiffe_id(&roots.bootstrap)).map_err(bad_id)?,
-    ];
-    let trust_domains: Vec<spiffe::TrustDomain> =
-        allowed.iter().map(|id| id.trust_domain().clone()).collect();
+    let tls_error = |e: spike_client::Error| KeeperError::Tls(e.to_string());
+    let mut allowed = roots.matchers(Role::Nexus).map_err(tls_error)?;
+    allowed.extend(roots.matchers(Role::Bootstrap).map_err(tls_error)?);
+    let mut trust_domains: Vec<spiffe::TrustDomain> = Vec::new();
+    for matcher in &allowed {
+        if !trust_domains.contains(matcher.id().trust_domain()) {
+            trust_domains.push(matcher.id().trust_domain().clone());
+        }
+    }
     let tls = crate::tls::mtls_server(source)
         .trust_domains(trust_domains)
-        .authorize_ids(allowed)
+        .authorize(allowed)
         .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
         .build()
         .map_err(|e| KeeperError::Tls(e.to_string()))?;
@@ -263,7 +277,10 @@ pub async fn start(
 
 /// Runs a Keeper until SIGINT or SIGTERM: the body of the `spike-keeper` binary.
 pub async fn run(config: KeeperConfig) -> Result<(), KeeperError> {
-    let source = IdentitySource::from_env().await.map_err(|e| KeeperError::Tls(e.to_string()))?;
+    let choice = config.trust_roots.svid_choice(Role::Keeper);
+    let source = IdentitySource::from_env_choosing(choice)
+        .await
+        .map_err(|e| KeeperError::Tls(e.to_string()))?;
     let keeper = start(config, source).await?;
     crate::shutdown::signal().await;
     tracing::info!("shutting down; the shard is zeroized");
@@ -295,8 +312,14 @@ mod tests {
         ]);
         let config = KeeperConfig::try_from(cli.keeper).unwrap();
         assert_eq!(config.listen.port(), 9443);
-        assert_eq!(config.trust_roots.nexus, "a.org");
-        assert_eq!(config.trust_roots.bootstrap, "b.org");
+        assert_eq!(config.trust_roots.nexus, ["a.org"]);
+        assert_eq!(config.trust_roots.bootstrap, ["b.org"]);
+        let lists = Cli::parse_from(["k", "--trust-root-nexus", "a.org,b.org"]);
+        let config = KeeperConfig::try_from(lists.keeper).unwrap();
+        assert_eq!(config.trust_roots.nexus, ["a.org", "b.org"]);
+        let bad = Cli::parse_from(["k", "--trust-root-bootstrap", "a.org,"]);
+        let err = KeeperConfig::try_from(bad.keeper).unwrap_err().to_string();
+        assert!(err.contains("SPIKE_TRUST_ROOT_BOOTSTRAP") && err.contains("empty"), "{err}");
         let bad = Cli::parse_from(["k", "--tls-port", "8443"]);
         let err = KeeperConfig::try_from(bad.keeper).unwrap_err().to_string();
         assert!(err.contains("SPIKE_KEEPER_TLS_PORT"), "{err}");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use spike_core::identity::DEFAULT_TRUST_DOMAIN;
 use spike_core::wire::cipher::DEFAULT_MAX_CIPHERTEXT_LEN;
 
-use super::authz::TrustRoots;
+use super::authz::{TrustRootArgs, TrustRoots};
 use crate::config::{parse_bounded, parse_duration, parse_listen_addr};
 use crate::connections::ConnectionLimits;
 use crate::error::ConfigError;
@@ -171,22 +171,22 @@ pub struct NexusArgs {
     /// Data directory (sled database, audit log).
     #[arg(long, env = "SPIKE_NEXUS_DATA_DIR", default_value = "./.spike/data")]
     pub data_dir: PathBuf,
-    /// Trust domain of SPIKE's components.
+    /// Trust domain(s) of SPIKE's components, comma-separated.
     #[arg(long, env = "SPIKE_TRUST_ROOT", default_value = DEFAULT_TRUST_DOMAIN)]
     pub trust_root: String,
-    /// Trust domain of Nexus (defaults to --trust-root).
+    /// Trust domain(s) of Nexus, comma-separated (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_NEXUS")]
     pub trust_root_nexus: Option<String>,
-    /// Trust domain of Pilot (defaults to --trust-root).
+    /// Trust domain(s) of Pilot, comma-separated (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_PILOT")]
     pub trust_root_pilot: Option<String>,
-    /// Trust domain of Bootstrap (defaults to --trust-root).
+    /// Trust domain(s) of Bootstrap, comma-separated (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_BOOTSTRAP")]
     pub trust_root_bootstrap: Option<String>,
-    /// Trust domain of Keepers (defaults to --trust-root).
+    /// Trust domain(s) of Keepers, comma-separated (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_KEEPER")]
     pub trust_root_keeper: Option<String>,
-    /// Trust domain of lite workloads (defaults to --trust-root).
+    /// Trust domain(s) of lite workloads, comma-separated (defaults to --trust-root).
     #[arg(long, env = "SPIKE_TRUST_ROOT_LITE_WORKLOAD")]
     pub trust_root_lite_workload: Option<String>,
     /// Versions kept per secret.
@@ -355,15 +355,14 @@ impl TryFrom<NexusArgs> for NexusConfig {
         let backend = BackendKind::parse(&a.backend_store)?;
         let postgres = postgres_settings(backend, &a)?;
         let audit_limits = audit_limits(&a)?;
-        let td = |o: Option<String>| o.unwrap_or_else(|| a.trust_root.clone());
-        let trust_roots = TrustRoots {
-            nexus: td(a.trust_root_nexus),
-            pilot: td(a.trust_root_pilot),
-            bootstrap: td(a.trust_root_bootstrap),
-            keeper: td(a.trust_root_keeper),
-            lite_workload: td(a.trust_root_lite_workload),
-            workloads: vec![a.trust_root.clone()],
-        };
+        let trust_roots = TrustRoots::parse(&TrustRootArgs {
+            trust_root: &a.trust_root,
+            nexus: a.trust_root_nexus.as_deref(),
+            pilot: a.trust_root_pilot.as_deref(),
+            bootstrap: a.trust_root_bootstrap.as_deref(),
+            keeper: a.trust_root_keeper.as_deref(),
+            lite_workload: a.trust_root_lite_workload.as_deref(),
+        })?;
         let max_versions =
             parse_bounded("SPIKE_NEXUS_MAX_SECRET_VERSIONS", &a.max_secret_versions, 1, 10_000)?;
         let shares = parse_bounded("SPIKE_NEXUS_SHAMIR_SHARES", &a.shamir_shares, 1, 255)?;
@@ -542,7 +541,7 @@ mod tests {
         assert_eq!(c.backend, BackendKind::Sled);
         assert_eq!((c.shamir_shares, c.shamir_threshold), (3, 2));
         assert_eq!(c.max_secret_versions.get(), 10);
-        assert_eq!(c.trust_roots.pilot, "spike.ist");
+        assert_eq!(c.trust_roots.pilot, ["spike.ist"]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use axum::Extension;
 use spike_client::identity::IdentitySource;
+use spike_core::identity::Role;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -83,16 +84,12 @@ pub async fn start(
     config: NexusConfig,
     source: IdentitySource,
 ) -> Result<RunningNexus, NexusError> {
-    let trust_domains = config
-        .trust_roots
-        .accepted()
-        .iter()
-        .map(spiffe::TrustDomain::new)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| NexusError::Tls(format!("invalid trust domain in SPIKE_TRUST_ROOT*: {e}")))?;
     let keeper_source = source.clone();
+    // SPIKE's Nexus admits any SVID its X.509 source trusts — its own trust domain and every
+    // federated bundle the Workload API hands out — and lets roles and policies decide per
+    // request. Roles still match only in their SPIKE_TRUST_ROOT* trust domains.
     let tls = crate::tls::mtls_server(source)
-        .trust_domains(trust_domains)
+        .any_trust_domain_with_bundle()
         .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
         .build()
         .map_err(|e| NexusError::Tls(e.to_string()))?;
@@ -134,7 +131,10 @@ pub async fn start(
 
 /// Runs Nexus until SIGINT or SIGTERM: the body of the `spike-nexus` binary.
 pub async fn run(config: NexusConfig) -> Result<(), NexusError> {
-    let source = IdentitySource::from_env().await.map_err(|e| NexusError::Tls(e.to_string()))?;
+    let choice = config.trust_roots.svid_choice(Role::Nexus);
+    let source = IdentitySource::from_env_choosing(choice)
+        .await
+        .map_err(|e| NexusError::Tls(e.to_string()))?;
     let nexus = start(config, source).await?;
     crate::shutdown::signal().await;
     tracing::info!("shutting down");

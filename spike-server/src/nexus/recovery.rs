@@ -39,7 +39,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::config::BackendKind;
 use super::state::{NexusError, NexusState};
 use crate::error::ConfigError;
-use crate::keeper::{KeeperClient, KeeperProbe, keeper_id};
+use crate::keeper::{KeeperClient, KeeperProbe, keeper_matchers};
 
 /// Header on `/readyz` answers saying whether the store already has a root key (`initialised`)
 /// or not (`empty`): Bootstrap reads it to refuse dealing a second root key over live data.
@@ -121,8 +121,8 @@ pub fn spawn(
         ))
         .into());
     }
-    let id = keeper_id(&cfg.trust_roots.keeper).map_err(|e| NexusError::Tls(e.to_string()))?;
-    let client = KeeperClient::new(source, id, cfg.keeper_timeout)
+    let keepers = keeper_matchers(&cfg.trust_roots).map_err(|e| NexusError::Tls(e.to_string()))?;
+    let client = KeeperClient::new(source, keepers, cfg.keeper_timeout)
         .map_err(|e| NexusError::Tls(e.to_string()))?;
     state.recovery.set(format!(
         "asking {} Keepers for shards of the root key ({} needed)",

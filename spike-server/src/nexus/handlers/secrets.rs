@@ -153,6 +153,11 @@ pub fn list(ctx: &Ctx<'_>) -> Reply {
         let _: SecretListRequest = ctx.decode::<_, SecretListResponse>()?;
         let unsealed = ctx.unsealed::<SecretListResponse>()?;
         let roots = &ctx.state.config().trust_roots;
+        // The per-path filter below reads policies directly; a lite workload must not get that
+        // far (SPIKE refuses it every secret route, whatever a policy says).
+        if !authz::may_use_store(roots, ctx.caller) {
+            return Err(Reply::denied::<SecretListResponse>());
+        }
         let policies = unsealed.policies();
         let see_all =
             authz::allowed(roots, &policies, ctx.caller, SYSTEM_SECRET_PATH, Permission::List);
