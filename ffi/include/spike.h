@@ -331,7 +331,8 @@ spike_result spike_client_builder_set_socket(struct spike_client_builder *builde
 spike_result spike_client_builder_set_url(struct spike_client_builder *builder, const char *url);
 
 /**
- * Sets the SPIFFE ID Nexus must present (default: `spiffe://<SPIKE_TRUST_ROOT>/spike/nexus`).
+ * Sets the SPIFFE ID Nexus must present, or an ID below it (SPIKE's role rule; default:
+ * `spiffe://<td>/spike/nexus` or below, for each trust domain of `SPIKE_TRUST_ROOT`).
  *
  * # Safety
  *

@@ -252,7 +252,8 @@ pub unsafe extern "C" fn spike_client_builder_set_url(
     })
 }
 
-/// Sets the SPIFFE ID Nexus must present (default: `spiffe://<SPIKE_TRUST_ROOT>/spike/nexus`).
+/// Sets the SPIFFE ID Nexus must present, or an ID below it (SPIKE's role rule; default:
+/// `spiffe://<td>/spike/nexus` or below, for each trust domain of `SPIKE_TRUST_ROOT`).
 ///
 /// # Safety
 ///
