@@ -205,6 +205,8 @@ fn put_get_free_loop_leaks_nothing_under_valgrind() {
         .args(std::env::var("SPIKE_VALGRIND_ARGS").unwrap_or_default().split_whitespace())
         .args([
             "--leak-check=full",
+            // Deep enough that a suppression's frame (e.g. lazy_static's) is always recorded.
+            "--num-callers=50",
             "--show-leak-kinds=definite,indirect,possible",
             "--errors-for-leak-kinds=definite,indirect,possible",
             "--error-exitcode=99",
