@@ -71,6 +71,7 @@ pub mod exec;
 pub mod identity;
 pub mod recovery;
 pub mod tls;
+mod verified_chains;
 
 pub use client::{RetryPolicy, Spike, SpikeBuilder};
 pub use error::{Error, SvidRejection};

@@ -33,7 +33,8 @@ use spike_core::identity::Role;
 use x509_parser::extensions::GeneralName;
 
 use crate::error::{Error, Result, SvidRejection};
-use crate::identity::IdentitySource;
+use crate::identity::{Identity, IdentitySource};
+use crate::verified_chains::VerifiedChains;
 
 /// The one crypto provider spike-rs uses: rustls' ring provider (never aws-lc-rs).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
@@ -261,6 +262,8 @@ pub struct SvidVerifier {
     trust_domains: PeerTrustDomains,
     expected_ids: Option<Vec<IdMatcher>>,
     provider: Arc<CryptoProvider>,
+    /// Chains that verified (shared by clones; see [`crate::verified_chains`]).
+    verified: Arc<VerifiedChains>,
 }
 
 impl SvidVerifier {
@@ -272,6 +275,7 @@ impl SvidVerifier {
             trust_domains: PeerTrustDomains::Own,
             expected_ids: None,
             provider: crypto_provider(),
+            verified: Arc::default(),
         }
     }
 
@@ -315,6 +319,13 @@ impl SvidVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<SpiffeId> {
+        let identity = self.source.current()?;
+        if let Some(memo) = self.verified.lookup(end_entity, intermediates, &identity, now) {
+            let id = memo?;
+            self.check_trust_domain(&id, &identity)?;
+            self.check_expected(&id)?;
+            return Ok(id);
+        }
         let cert = parse(end_entity)?;
         let id = spiffe_id_of(&cert)?;
         check_leaf_constraints(&cert)?;
@@ -330,17 +341,8 @@ impl SvidVerifier {
             return Err(SvidRejection::Expired { not_after, now: now_secs }.into());
         }
 
-        let identity = self.source.current()?;
+        self.check_trust_domain(&id, &identity)?;
         let td = id.trust_domain();
-        let allowed = match &self.trust_domains {
-            PeerTrustDomains::Listed(list) => list.contains(td),
-            PeerTrustDomains::Own => td == identity.trust_domain(),
-            // The bundle lookup below refuses a trust domain the source holds no bundle for.
-            PeerTrustDomains::AnyWithBundle => true,
-        };
-        if !allowed {
-            return Err(SvidRejection::ForeignTrustDomain(td.to_string()).into());
-        }
         let (anchors, limits) =
             identity.authorities(td).ok_or_else(|| SvidRejection::NoBundle(td.to_string()))?;
 
@@ -395,13 +397,41 @@ impl SvidVerifier {
             (e, _) => untrusted(e.to_string()),
         })?;
 
+        self.check_expected(&id)?;
+        self.verified.insert(
+            end_entity,
+            intermediates,
+            &identity,
+            id.clone(),
+            (not_before, not_after),
+        );
+        Ok(id)
+    }
+
+    /// The peer's trust domain is one this verifier accepts.
+    fn check_trust_domain(&self, id: &SpiffeId, identity: &Identity) -> Result<()> {
+        let td = id.trust_domain();
+        let allowed = match &self.trust_domains {
+            PeerTrustDomains::Listed(list) => list.contains(td),
+            PeerTrustDomains::Own => td == identity.trust_domain(),
+            // Verification refuses a trust domain the source holds no bundle for.
+            PeerTrustDomains::AnyWithBundle => true,
+        };
+        if !allowed {
+            return Err(SvidRejection::ForeignTrustDomain(td.to_string()).into());
+        }
+        Ok(())
+    }
+
+    /// The peer's ID is one this verifier expects, if it expects particular ones.
+    fn check_expected(&self, id: &SpiffeId) -> Result<()> {
         if let Some(expected) = &self.expected_ids
-            && !expected.iter().any(|m| m.matches(&id))
+            && !expected.iter().any(|m| m.matches(id))
         {
             let expected = expected.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
             return Err(SvidRejection::UnexpectedId { actual: id.to_string(), expected }.into());
         }
-        Ok(id)
+        Ok(())
     }
 
     fn verify_for_rustls(
@@ -768,6 +798,38 @@ mod tests {
             Err(Error::PeerRejected(rejection)) => Err(rejection),
             Err(other) => panic!("not a rejection: {other}"),
         }
+    }
+
+    #[test]
+    fn a_verified_chain_is_remembered_but_time_expected_ids_and_bundles_still_apply() {
+        let ca = root("root", unconstrained());
+        let other = root("other", unconstrained());
+        let v = verifier(&[&ca]);
+        let (peer, _) = leaf(&ca, PEER);
+        assert_eq!(v.verify(&peer, &[], UnixTime::now()).unwrap().to_string(), PEER);
+        assert_eq!(v.verified.len(), 1);
+        // A remembered chain is still checked against the clock...
+        let far = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1 << 40));
+        let err = v.verify(&peer, &[], far).unwrap_err();
+        assert!(matches!(err, Error::PeerRejected(SvidRejection::Expired { .. })), "{err}");
+        // ...and against what a verifier sharing the memo expects.
+        let pinned = v.clone().with_expected_ids([OWN.parse().unwrap()]);
+        let err = pinned.verify(&peer, &[], UnixTime::now()).unwrap_err();
+        assert!(matches!(err, Error::PeerRejected(SvidRejection::UnexpectedId { .. })), "{err}");
+
+        // It applies only to the same bytes under the same bundle snapshot.
+        let identity = v.source().current().unwrap();
+        let now = UnixTime::now();
+        assert!(v.verified.lookup(&peer, &[], &identity, now).is_some());
+        assert!(
+            v.verified.lookup(&peer, std::slice::from_ref(&other.der), &identity, now).is_none()
+        );
+        let (stranger, _) = leaf(&ca, PEER);
+        assert!(v.verified.lookup(&stranger, &[], &identity, now).is_none());
+        let rotated = verifier(&[&other]).source().current().unwrap();
+        assert!(v.verified.lookup(&peer, &[], &rotated, now).is_none());
+        // A verifier whose bundle does not hold the CA refuses the chain, memo or not.
+        assert!(verifier(&[&other]).verify(&peer, &[], now).is_err());
     }
 
     #[test]
