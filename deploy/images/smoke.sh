@@ -46,16 +46,19 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 step "build (prebuilt stage, binaries from $BIN_DIR)"
+# The build context is a directory of its own holding only target/oci-rootfs: the prebuilt
+# stage needs nothing else, and buildah will not follow a `target` that is a symbolic link.
+ctx="$work/context"
 declare -A LINK=([nexus]=/nexus [keeper]=/keeper [bootstrap]=/bootstrap [spike]="")
 for c in nexus keeper bootstrap spike; do
   img=$([ "$c" = spike ] && echo spike || echo "spike-$c")
   # shellcheck disable=SC2086 # LINK is empty for the CLI
-  deploy/images/rootfs.sh "$BIN_DIR/$img" "target/oci-rootfs/$img" ${LINK[$c]} > /dev/null
-  strip --strip-debug "target/oci-rootfs/$img/usr/local/bin/$img"
+  deploy/images/rootfs.sh "$BIN_DIR/$img" "$ctx/target/oci-rootfs/$img" ${LINK[$c]} > /dev/null
+  strip --strip-debug "$ctx/target/oci-rootfs/$img/usr/local/bin/$img"
   t0=$(date +%s)
   "${B[@]}" bud --quiet --isolation chroot --build-arg BINARIES=prebuilt \
-    -f "deploy/images/$c.Containerfile" -t "localhost/spike-rs/$img:$TAG" . > /dev/null
-  size=$(du -sh "target/oci-rootfs/$img" | cut -f1)
+    -f "deploy/images/$c.Containerfile" -t "localhost/spike-rs/$img:$TAG" "$ctx" > /dev/null
+  size=$(du -sh "$ctx/target/oci-rootfs/$img" | cut -f1)
   echo "$img: built in $(( $(date +%s) - t0 )) s (root filesystem $size)"
 done
 

@@ -19,13 +19,10 @@ const URI_TOO_LONG_BODY: &str = r#"{"err":"uri_too_long"}"#;
 /// `SPIKE_NEXUS_AUDIT_REFUSAL_INTERVAL` in these tests.
 const INTERVAL: Duration = Duration::from_secs(1);
 
+/// Starts every Keeper and Nexus, bootstraps, and waits until Nexus is ready.
 async fn bootstrapped(spec: ClusterSpec) -> Cluster {
     let mut c = Cluster::new(spec).await.unwrap();
-    c.start_keepers().await.unwrap();
-    c.start_nexus().unwrap();
-    let out = c.bootstrap(&[]).await.unwrap();
-    assert_eq!(out.code, Some(0), "bootstrap failed: {out:?}\n{}", c.logs());
-    c.wait_ready(READY_LIMIT).await.unwrap();
+    c.start_bootstrapped(READY_LIMIT).await.unwrap();
     c
 }
 

@@ -178,11 +178,7 @@ impl Harness {
     async fn new(spec: ClusterSpec, seed: u64) -> Self {
         let t0 = Instant::now();
         let mut c = Cluster::new(spec).await.unwrap();
-        c.start_keepers().await.unwrap();
-        c.start_nexus().unwrap();
-        let out = c.bootstrap(&[]).await.unwrap();
-        assert_eq!(out.code, Some(0), "bootstrap failed: {out:?}\n{}", c.logs());
-        c.wait_ready(READY_LIMIT).await.unwrap();
+        c.start_bootstrapped(READY_LIMIT).await.unwrap();
         let mut spent = [Duration::ZERO; 5];
         spent[0] = t0.elapsed();
         Self {

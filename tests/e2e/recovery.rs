@@ -20,12 +20,7 @@ fn values(i: usize, round: usize) -> SecretValues {
 /// Starts every Keeper and Nexus, bootstraps, and waits until Nexus is ready.
 async fn bootstrapped(spec: ClusterSpec) -> Cluster {
     let mut c = Cluster::new(spec).await.unwrap();
-    c.start_keepers().await.unwrap();
-    c.start_nexus().unwrap();
-    let out = c.bootstrap(&[]).await.unwrap();
-    assert_eq!(out.code, Some(0), "bootstrap failed: {out:?}\n{}", c.logs());
-    assert!(out.stdout.contains("bootstrapped: a new root key"), "{out:?}");
-    c.wait_ready(READY_LIMIT).await.unwrap();
+    c.start_bootstrapped(READY_LIMIT).await.unwrap();
     c
 }
 

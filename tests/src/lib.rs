@@ -525,6 +525,19 @@ impl Cluster {
         self.nexus.as_mut().is_some_and(Proc::is_running)
     }
 
+    /// Starts every Keeper and Nexus, runs `spike-bootstrap` (it must succeed and deal a new
+    /// root key) and waits until Nexus is ready: the start of most system tests.
+    pub async fn start_bootstrapped(&mut self, ready_limit: Duration) -> Result<RunOutput> {
+        self.start_keepers().await?;
+        self.start_nexus()?;
+        let out = self.bootstrap(&[]).await?;
+        if out.code != Some(0) || !out.stdout.contains("bootstrapped: a new root key") {
+            return fail(format!("bootstrap failed: {out:?}\n{}", self.logs()));
+        }
+        self.wait_ready(ready_limit).await?;
+        Ok(out)
+    }
+
     /// Runs `spike-bootstrap` to completion (bounded) with `extra` environment variables.
     pub async fn bootstrap(&mut self, extra: &[(&str, &str)]) -> Result<RunOutput> {
         let mut env = self.base_env("bootstrap")?;
