@@ -10,20 +10,17 @@ package interop
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	sdkErrors "github.com/spiffe/spike-sdk-go/errors"
+
+	"github.com/spike-rs/spike-rs/tests/interop/go/internal/procs"
 )
 
 const (
@@ -51,35 +48,8 @@ type system struct {
 	sockDir  string
 	nexusURL string // https://127.0.0.1:<port>
 	addr     string // 127.0.0.1:<port>
-	agent    *proc
-	nexus    *proc
-}
-
-// proc is a child process; done closes once it has exited and been reaped.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill stops the child (SIGKILL) and waits up to 5 s for it to be reaped.
-func (p *proc) kill() {
-	if p == nil {
-		return
-	}
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-	}
+	agent    *procs.Proc
+	nexus    *procs.Proc
 }
 
 func TestMain(m *testing.M) {
@@ -141,15 +111,6 @@ func binary(root, name string) (string, error) {
 	return p, nil
 }
 
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // hermeticEnv pins the environment both the children and the SDK read, so a developer's
 // shell settings cannot leak in: every SPIKE_* and SPIFFE_* variable but this suite's own
 // SPIKE_INTEROP_* is dropped (e.g. SPIKE_NEXUS_RATE_LIMIT would lift Nexus's rate limit, and
@@ -189,7 +150,7 @@ func startSystem() (*system, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr, err := freePort()
+	addr, err := procs.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +168,7 @@ func startSystem() (*system, error) {
 	if err != nil {
 		return s, err
 	}
-	if err := waitFor("the dev agent's sockets", 20*time.Second, func() error {
+	if err := procs.WaitFor("the dev agent's sockets", 20*time.Second, func() error {
 		for _, n := range []string{"nexus", "pilot-superuser", "demo", "lite-workload"} {
 			if _, err := os.Stat(filepath.Join(s.sockDir, n+".sock")); err != nil {
 				return err
@@ -233,24 +194,8 @@ func startSystem() (*system, error) {
 	}
 
 	// Ready = an mTLS handshake as the superuser, authorising Nexus by its SPIFFE ID.
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	src, err := workloadapi.NewX509Source(ctx,
-		workloadapi.WithClientOptions(workloadapi.WithAddr(s.socket("pilot-superuser"))))
-	if err != nil {
-		return s, fmt.Errorf("X509Source for pilot-superuser: %w", err)
-	}
-	defer src.Close()
-	conf := tlsconfig.MTLSClientConfig(src, src,
-		tlsconfig.AuthorizeID(spiffeid.RequireFromString(nexusID)))
-	err = waitFor("Nexus to accept mTLS on "+addr, startTimeout, func() error {
-		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: conf}
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}, s.nexus)
+	err = procs.WaitForMTLS(context.Background(), s.socket("pilot-superuser"), addr, nexusID,
+		startTimeout, s.nexus)
 	return s, err
 }
 
@@ -263,7 +208,7 @@ func extraNexus(t *testing.T, name string, env ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, err := freePort()
+	addr, err := procs.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,68 +225,25 @@ func extraNexus(t *testing.T, name string, env ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.kill)
-	src := source(t, "pilot-superuser")
-	conf := tlsconfig.MTLSClientConfig(src, src,
-		tlsconfig.AuthorizeID(spiffeid.RequireFromString(nexusID)))
-	err = waitFor(name+" on "+addr, startTimeout, func() error {
-		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: conf}
-		c, err := d.DialContext(context.Background(), "tcp", addr)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}, p)
+	t.Cleanup(p.Kill)
+	err = procs.WaitForMTLS(context.Background(), sys.socket("pilot-superuser"), addr, nexusID,
+		startTimeout, p)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	return "https://" + addr
 }
 
-func (s *system) spawn(name, bin string, env []string, args ...string) (*proc, error) {
-	logf, err := os.Create(filepath.Join(s.dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = s.dir
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.SysProcAttr = childAttrs()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// waitFor polls check until it succeeds, the process exits, or the timeout passes.
-func waitFor(what string, timeout time.Duration, check func() error, p *proc) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if last = check(); last == nil {
-			return nil
-		}
-		if p != nil && p.exited() {
-			return fmt.Errorf("waiting for %s: the process exited (%s)", what,
-				p.cmd.ProcessState)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("waiting for %s: gave up after %s: %v", what, timeout, last)
+// spawn starts bin as the child name (log: dir/name.log) with this process's environment
+// (hermeticEnv) plus env.
+func (s *system) spawn(name, bin string, env []string, args ...string) (*procs.Proc, error) {
+	return procs.Start(s.dir, filepath.Join(s.dir, name+".log"), bin,
+		append(os.Environ(), env...), args...)
 }
 
 func (s *system) stop() {
-	s.nexus.kill()
-	s.agent.kill()
+	s.nexus.Kill()
+	s.agent.Kill()
 	if os.Getenv("SPIKE_INTEROP_KEEP") == "" {
 		_ = os.RemoveAll(s.dir)
 	} else {
@@ -358,16 +260,11 @@ func (s *system) dumpLogs() {
 		names = append(names, strings.TrimSuffix(filepath.Base(p), ".log"))
 	}
 	for _, n := range names {
-		b, err := os.ReadFile(filepath.Join(s.dir, n+".log"))
-		if err != nil {
+		tail := procs.Tail(filepath.Join(s.dir, n+".log"), 60)
+		if tail == "" {
 			continue
 		}
-		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		if len(lines) > 60 {
-			lines = lines[len(lines)-60:]
-		}
-		fmt.Fprintf(os.Stderr, "---- last lines of %s.log ----\n%s\n", n,
-			strings.Join(lines, "\n"))
+		fmt.Fprintf(os.Stderr, "---- last lines of %s.log ----\n%s\n", n, tail)
 	}
 }
 

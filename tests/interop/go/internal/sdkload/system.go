@@ -2,19 +2,13 @@ package sdkload
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"github.com/spike-rs/spike-rs/tests/interop/go/internal/procs"
 )
 
 const (
@@ -33,35 +27,9 @@ type System struct {
 	Dir      string // scratch directory: sockets, data, logs
 	sockDir  string
 	NexusURL string // https://127.0.0.1:<port>
-	agent    *proc
-	nexus    *proc
+	agent    *procs.Proc
+	nexus    *procs.Proc
 	nexusN   int
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) kill() {
-	if p == nil {
-		return
-	}
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-	}
 }
 
 // Start starts spike-dev-agent and spike-nexus from binDir. Stop it when done.
@@ -81,7 +49,7 @@ func Start(binDir string) (*System, error) {
 	if err != nil {
 		return s, err
 	}
-	err = waitFor("the dev agent's sockets", 20*time.Second, func() error {
+	err = procs.WaitFor("the dev agent's sockets", 20*time.Second, func() error {
 		for _, n := range []string{"nexus", "pilot-superuser"} {
 			if _, err := os.Stat(filepath.Join(s.sockDir, n+".sock")); err != nil {
 				return err
@@ -103,10 +71,10 @@ func (s *System) Socket(name string) string {
 // NewNexus stops the running Nexus (if any) and starts a fresh one (empty memory store, full
 // rate-limit buckets, no connections) on a new port; NexusURL changes.
 func (s *System) NewNexus() error {
-	s.nexus.kill()
+	s.nexus.Kill()
 	s.nexus = nil
 	s.nexusN++
-	addr, err := freePort()
+	addr, err := procs.FreePort()
 	if err != nil {
 		return err
 	}
@@ -130,36 +98,14 @@ func (s *System) NewNexus() error {
 		return err
 	}
 	s.NexusURL = "https://" + addr
-	return waitForNexus(s.Socket("pilot-superuser"), addr, s.nexus)
-}
-
-// waitForNexus waits until an mTLS handshake with Nexus at addr succeeds, as the identity
-// of socket, Nexus authorised by its SPIFFE ID; p exiting aborts the wait.
-func waitForNexus(socket, addr string, p *proc) error {
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	src, err := workloadapi.NewX509Source(ctx,
-		workloadapi.WithClientOptions(workloadapi.WithAddr(socket)))
-	if err != nil {
-		return fmt.Errorf("X509Source for %s: %w", socket, err)
-	}
-	defer src.Close()
-	conf := tlsconfig.MTLSClientConfig(src, src,
-		tlsconfig.AuthorizeID(spiffeid.RequireFromString(NexusID)))
-	return waitFor("Nexus to accept mTLS on "+addr, startTimeout, func() error {
-		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: conf}
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}, p)
+	return procs.WaitForMTLS(context.Background(), s.Socket("pilot-superuser"), addr, NexusID,
+		startTimeout, s.nexus)
 }
 
 // Stop kills both processes and removes the scratch directory unless keep is set.
 func (s *System) Stop(keep bool) {
-	s.nexus.kill()
-	s.agent.kill()
+	s.nexus.Kill()
+	s.agent.Kill()
 	if keep {
 		fmt.Fprintf(os.Stderr, "sdkload: kept %s\n", s.Dir)
 		return
@@ -170,20 +116,13 @@ func (s *System) Stop(keep bool) {
 // LogTail is the last n lines of the current Nexus's and the agent's logs.
 func (s *System) LogTail(n int) string {
 	var b strings.Builder
-	for _, p := range []*proc{s.agent, s.nexus} {
+	for _, p := range []*procs.Proc{s.agent, s.nexus} {
 		if p == nil {
 			continue
 		}
-		data, err := os.ReadFile(p.log)
-		if err != nil {
-			continue
+		if tail := procs.Tail(p.Log(), n); tail != "" {
+			fmt.Fprintf(&b, "---- last lines of %s ----\n%s\n", filepath.Base(p.Log()), tail)
 		}
-		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-		if len(lines) > n {
-			lines = lines[len(lines)-n:]
-		}
-		fmt.Fprintf(&b, "---- last lines of %s ----\n%s\n", filepath.Base(p.log),
-			strings.Join(lines, "\n"))
 	}
 	return b.String()
 }
@@ -203,52 +142,8 @@ func ChildEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-func (s *System) spawn(name, bin string, env []string, args ...string) (*proc, error) {
-	logPath := filepath.Join(s.Dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(filepath.Join(s.binDir, bin), args...)
-	cmd.Dir = s.Dir
-	cmd.Env = ChildEnv(env...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.SysProcAttr = childAttrs()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), log: logPath}
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// waitFor polls check until it succeeds, p exits, or the timeout passes.
-func waitFor(what string, timeout time.Duration, check func() error, p *proc) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if last = check(); last == nil {
-			return nil
-		}
-		if p != nil && p.exited() {
-			return fmt.Errorf("waiting for %s: the process exited", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return errors.Join(fmt.Errorf("waiting for %s: gave up after %s", what, timeout), last)
+// spawn starts binDir/bin as the child name (log: Dir/name.log) with ChildEnv(env...).
+func (s *System) spawn(name, bin string, env []string, args ...string) (*procs.Proc, error) {
+	return procs.Start(s.Dir, filepath.Join(s.Dir, name+".log"), filepath.Join(s.binDir, bin),
+		ChildEnv(env...), args...)
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package sdkload
+package procs
 
 import "syscall"
 

@@ -1,7 +1,8 @@
 //go:build !linux
 
-package interop
+package procs
 
 import "syscall"
 
+// childAttrs sets nothing: only Linux has a parent-death signal.
 func childAttrs() *syscall.SysProcAttr { return nil }
