@@ -4,12 +4,12 @@
 //! store, whatever a policy says; workloads of a federated trust domain reach Nexus and only
 //! policies decide; a process handed several SVIDs by the Workload API picks the right one.
 
+mod support;
+
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -25,8 +25,7 @@ use spike_core::shamir;
 use spike_server::dev::agent::{DevAgent, RegistrationEntry, Selector};
 use spike_server::keeper::{self, KeeperClient, KeeperConfig, KeeperError};
 use spike_server::nexus::authz::TrustRoots;
-use spike_server::nexus::{self, Caller, NexusConfig, NexusState, RunningNexus, router};
-use tower::ServiceExt;
+use spike_server::nexus::{self, NexusConfig, NexusState, RunningNexus, router};
 
 const NEXUS_POD: &str = "spiffe://spike.ist/spike/nexus/nexus-0";
 const SUPERUSER_ALICE: &str = "spiffe://spike.ist/spike/pilot/role/superuser/alice";
@@ -210,17 +209,8 @@ async fn lite_workload_is_refused_the_store_whatever_a_policy_grants_but_gets_th
 }
 
 async fn route(state: &Arc<NexusState>, caller: &str, uri: &str, body: &str) -> (u16, String) {
-    let mut req = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    req.extensions_mut().insert(Caller(Arc::from(caller)));
-    let resp = router(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
+    let (status, body) = support::post_as(router(state.clone()), caller, uri, body).await;
+    (status.as_u16(), body)
 }
 
 #[tokio::test]

@@ -3,11 +3,11 @@
 //! Keeper, and the bootstrap → recover → re-arm cycle. Multi-process crash tests live in the
 //! `spike-e2e` crate.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::Request;
 use spike_client::identity::IdentitySource;
 use spike_core::secret::KeeperShare;
 use spike_core::shamir;
@@ -15,25 +15,15 @@ use spike_server::bootstrap::{self, BootstrapConfig, BootstrapOutcome};
 use spike_server::dev::agent::{DevAgent, DevAgentHandle};
 use spike_server::keeper::{self, KeeperClient, KeeperConfig, KeeperError, KeeperState};
 use spike_server::nexus::authz::TrustRoots;
-use spike_server::nexus::{self, BackendKind, Caller, NexusConfig};
-use tower::ServiceExt;
+use spike_server::nexus::{self, BackendKind, NexusConfig};
 
 const NEXUS: &str = "spiffe://spike.ist/spike/nexus";
 const BOOTSTRAP: &str = "spiffe://spike.ist/spike/bootstrap";
 const PILOT: &str = "spiffe://spike.ist/spike/pilot/role/superuser";
 
 async fn call(state: &Arc<KeeperState>, caller: &str, uri: &str, body: &str) -> (u16, String) {
-    let mut req = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    req.extensions_mut().insert(Caller(Arc::from(caller)));
-    let resp = keeper::router(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
+    let (status, body) = support::post_as(keeper::router(state.clone()), caller, uri, body).await;
+    (status.as_u16(), body)
 }
 
 fn shard_json(byte: u8) -> String {

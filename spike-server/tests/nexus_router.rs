@@ -2,13 +2,13 @@
 //! would insert: every route, the authorisation matrix, SPIKE's status codes and exact bodies.
 //! The mTLS path itself is covered by `nexus_mtls.rs`.
 
+mod support;
+
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use spike_core::shamir;
-use spike_server::nexus::{AuditSink, BackendKind, Caller, NexusConfig, NexusState, router};
-use tower::ServiceExt;
+use spike_server::nexus::{AuditSink, BackendKind, NexusConfig, NexusState, router};
 
 const TD: &str = "spike.ist";
 const SUPER: &str = "spiffe://spike.ist/spike/pilot/role/superuser";
@@ -40,14 +40,8 @@ async fn call_raw(
     content_type: &str,
     body: Vec<u8>,
 ) -> (StatusCode, Vec<u8>) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", content_type)
-        .body(Body::from(body))
-        .unwrap();
-    req.extensions_mut().insert(Caller(Arc::from(caller)));
-    let resp = router(f.state.clone()).oneshot(req).await.unwrap();
+    let app = router(f.state.clone());
+    let resp = support::request_as(app, caller, method, uri, content_type, body).await;
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
     (status, bytes.to_vec())

@@ -8,12 +8,13 @@
 //! The timing class (constant-time comparisons and Shamir) is in `spike-core/tests/timing.rs`;
 //! the fuzz targets for the same parsers are in `fuzz/`.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -25,11 +26,10 @@ use spike_client::tls::crypto_provider;
 use spike_server::keeper::{self, KeeperState};
 use spike_server::limits::RateLimit;
 use spike_server::nexus::authz::TrustRoots;
-use spike_server::nexus::{self, AuditSink, BackendKind, Caller, NexusConfig, NexusState, router};
+use spike_server::nexus::{self, AuditSink, BackendKind, NexusConfig, NexusState, router};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tower::ServiceExt;
 
 const TD: &str = "spike.ist";
 const SUPER: &str = "spiffe://spike.ist/spike/pilot/role/superuser";
@@ -103,21 +103,11 @@ impl Fixture {
 }
 
 async fn call_bytes(f: &Fixture, caller: &str, uri: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-    let mut req = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap();
-    req.extensions_mut().insert(Caller(Arc::from(caller)));
-    let resp = router(f.state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    (status, axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec())
+    support::post_bytes_as(router(f.state.clone()), caller, uri, body).await
 }
 
 async fn call(f: &Fixture, caller: &str, uri: &str, body: &str) -> (StatusCode, String) {
-    let (s, b) = call_bytes(f, caller, uri, body.as_bytes().to_vec()).await;
-    (s, String::from_utf8_lossy(&b).into_owned())
+    support::post_as(router(f.state.clone()), caller, uri, body).await
 }
 
 async fn put_secret(f: &Fixture, caller: &str, path: &str, value: &str) -> StatusCode {
@@ -728,14 +718,11 @@ async fn pre_unseal_and_keeper_endpoints_are_size_capped_and_rate_limited() {
     let keeper_call = |caller: &'static str, body: String| {
         let state = keeper_state.clone();
         async move {
-            let mut req = Request::builder()
-                .method("POST")
-                .uri("/v1/store/contribute")
-                .header("content-type", "application/json")
-                .body(Body::from(body))
-                .unwrap();
-            req.extensions_mut().insert(Caller(Arc::from(caller)));
-            let resp = keeper::router(state).oneshot(req).await.unwrap();
+            let app = keeper::router(state);
+            let uri = "/v1/store/contribute";
+            let resp =
+                support::request_as(app, caller, "POST", uri, "application/json", body.into())
+                    .await;
             let retry = resp.headers().get("retry-after").is_some();
             (resp.status(), retry)
         }
