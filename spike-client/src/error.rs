@@ -300,5 +300,11 @@ impl SvidRejection {
     }
 }
 
+impl From<crate::tls::path_len::PathLenExceeded> for SvidRejection {
+    fn from(e: crate::tls::path_len::PathLenExceeded) -> Self {
+        Self::PathLenExceeded { ca: e.ca, max: e.max, actual: e.actual }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -29,6 +29,7 @@ use spike_core::error::chain;
 use spike_core::identity::Role;
 
 use crate::error::{Error, Result};
+use crate::tls::path_len::PathLenLimit;
 
 /// The environment variable naming the Workload API endpoint (SPIFFE Workload Endpoint §4);
 /// unset, SPIRE's default socket is used ([`crate::config::DEFAULT_ENDPOINT_SOCKET`]).
@@ -61,37 +62,6 @@ struct Authorities {
     path_len: Arc<[Option<PathLenLimit>]>,
 }
 
-/// The basicConstraints pathLenConstraint of one bundle certificate: at most `max`
-/// intermediate CA certificates may sit between it and a leaf (RFC 5280 §4.2.1.9).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PathLenLimit {
-    /// The bundle certificate's subject, for messages.
-    pub(crate) subject: String,
-    /// The pathLenConstraint.
-    pub(crate) max: u32,
-}
-
-/// Reads a bundle certificate's pathLenConstraint as Go's crypto/x509 does: whatever its cA
-/// flag (Go trusts a root without cA=true but still honours its MaxPathLen), and refusing a
-/// basicConstraints extension that does not parse or appears twice, since Go refuses such a
-/// certificate outright rather than treating it as unconstrained.
-fn path_len_limit(der: &[u8]) -> Result<Option<PathLenLimit>, String> {
-    use x509_parser::oid_registry::OID_X509_EXT_BASIC_CONSTRAINTS;
-
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
-    let constraints = cert.basic_constraints().map_err(|e| format!("basicConstraints: {e}"))?;
-    // x509-parser reports an extension it cannot parse as absent: that must not pass as "no
-    // constraint" (fail closed).
-    if constraints.is_none()
-        && cert.extensions().iter().any(|ext| ext.oid == OID_X509_EXT_BASIC_CONSTRAINTS)
-    {
-        return Err("its basicConstraints extension is malformed".into());
-    }
-    Ok(constraints
-        .and_then(|bc| bc.value.path_len_constraint)
-        .map(|max| PathLenLimit { subject: cert.subject().to_string(), max }))
-}
-
 impl Identity {
     /// Builds a snapshot from a parsed SVID and bundle set; checks that the key matches the
     /// leaf and that the SVID's own trust domain has a bundle.
@@ -116,7 +86,10 @@ impl Identity {
                 let anchor =
                     webpki::anchor_from_trusted_cert(&der).map_err(|e| unusable(e.to_string()))?;
                 list.push(anchor.to_owned());
-                path_len.push(path_len_limit(authority.as_bytes()).map_err(unusable)?);
+                path_len.push(PathLenLimit::from_root(&der).map_err(|e| Error::InvalidInput {
+                    what: format!("trust bundle for {td}"),
+                    reason: e.to_string(),
+                })?);
             }
             anchors.insert(
                 td.clone(),

@@ -16,8 +16,12 @@
 //!
 //! Session resumption is off on both sides: every connection presents and verifies a current
 //! SVID, so a rotated-out or revoked peer cannot ride on an old ticket.
+//!
+//! [`path_len`] enforces the trusted roots' path length limit, which webpki leaves unchecked;
+//! Nexus's PostgreSQL server verifier shares it.
 
-use std::cell::Cell;
+pub mod path_len;
+
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -25,7 +29,7 @@ use rustls::DigitallySignedStruct;
 use rustls::SignatureScheme;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use spiffe::{SpiffeId, TrustDomain};
@@ -35,6 +39,7 @@ use x509_parser::extensions::GeneralName;
 use crate::error::{Error, Result, SvidRejection};
 use crate::identity::{Identity, IdentitySource};
 use crate::verified_chains::VerifiedChains;
+use path_len::RootPathLenCheck;
 
 /// The one crypto provider spike-rs uses: rustls' ring provider (never aws-lc-rs).
 pub fn crypto_provider() -> Arc<CryptoProvider> {
@@ -133,48 +138,6 @@ fn check_leaf_constraints(
         Some(ku) if !ku.value.digital_signature() => Err(SvidRejection::NoDigitalSignature),
         Some(_) => Ok(()),
     }
-}
-
-/// The index in `anchors` of `anchor`. webpki hands back a reference into the slice it was
-/// given, so identity finds the exact bundle certificate even when two share a subject and
-/// key; matching by content is only a fallback should that ever change.
-fn anchor_index(anchors: &[TrustAnchor<'_>], anchor: &TrustAnchor<'_>) -> Option<usize> {
-    anchors.iter().position(|a| std::ptr::eq(a, anchor)).or_else(|| {
-        anchors.iter().position(|a| {
-            a.subject == anchor.subject
-                && a.subject_public_key_info == anchor.subject_public_key_info
-                && a.name_constraints == anchor.name_constraints
-        })
-    })
-}
-
-/// Names the presented intermediate whose pathLenConstraint webpki found exceeded. Only for
-/// the message, on the failure path: walks the chain in the order sent (the leaf's issuer
-/// first, as TLS 1.2 requires and SPIFFE issuers send) while each certificate issues the one
-/// before it, so it names a real violation or nothing.
-fn presented_path_len_violation(
-    leaf: &x509_parser::certificate::X509Certificate<'_>,
-    intermediates: &[CertificateDer<'_>],
-) -> Option<SvidRejection> {
-    let mut issuer = leaf.issuer().as_raw().to_vec();
-    for (below, der) in intermediates.iter().enumerate() {
-        let cert = parse(der).ok()?;
-        if cert.subject().as_raw() != issuer.as_slice() {
-            return None;
-        }
-        if let Some(max) =
-            cert.basic_constraints().ok()?.and_then(|bc| bc.value.path_len_constraint)
-            && usize::try_from(max).is_ok_and(|max| below > max)
-        {
-            return Some(SvidRejection::PathLenExceeded {
-                ca: cert.subject().to_string(),
-                max,
-                actual: below,
-            });
-        }
-        issuer = cert.issuer().as_raw().to_vec();
-    }
-    None
 }
 
 /// Which SPIFFE IDs a verifier accepts once the chain verifies: one ID exactly, or a base ID
@@ -355,30 +318,9 @@ impl SvidVerifier {
             PeerRole::Client => webpki::KeyUsage::client_auth(),
         };
         // Issue 13: webpki enforces the pathLenConstraint of every intermediate, but reduces a
-        // bundle certificate to a TrustAnchor (subject, key, name constraints) and so never
-        // sees the root's. Go's crypto/x509 enforces it for roots too (MaxPathLen against the
-        // intermediates below). Checking each candidate path, rather than the one returned,
-        // lets webpki go on to another path that is within limits, as Go would.
-        let exceeded: Cell<Option<SvidRejection>> = Cell::new(None);
-        let within_root_path_len = |path: &webpki::VerifiedPath<'_>| {
-            let limit = match anchor_index(anchors, path.anchor()).map(|i| limits.get(i)) {
-                Some(Some(Some(limit))) => limit,
-                Some(Some(None)) => return Ok(()),
-                // Cannot happen (the anchor is one of ours, the slices are index-aligned);
-                // should it, refuse rather than skip the check.
-                _ => return Err(webpki::Error::UnknownIssuer),
-            };
-            let actual = path.intermediate_certificates().count();
-            if usize::try_from(limit.max).is_ok_and(|max| actual > max) {
-                exceeded.set(Some(SvidRejection::PathLenExceeded {
-                    ca: limit.subject.clone(),
-                    max: limit.max,
-                    actual,
-                }));
-                return Err(webpki::Error::PathLenConstraintViolated);
-            }
-            Ok(())
-        };
+        // bundle certificate to a TrustAnchor and so never sees the root's; Go's crypto/x509
+        // enforces it for roots too (MaxPathLen against the intermediates below).
+        let root_path_len = RootPathLenCheck::new(anchors, limits);
         ee.verify_for_usage(
             self.provider.signature_verification_algorithms.all,
             anchors,
@@ -386,15 +328,11 @@ impl SvidVerifier {
             now,
             usage,
             None,
-            Some(&within_root_path_len),
+            Some(&|path: &webpki::VerifiedPath<'_>| root_path_len.verify_path(path)),
         )
-        .map_err(|e| match (e, exceeded.take()) {
-            (webpki::Error::PathLenConstraintViolated, Some(ours)) => ours,
-            (e @ webpki::Error::PathLenConstraintViolated, None) => {
-                presented_path_len_violation(&cert, intermediates)
-                    .unwrap_or_else(|| untrusted(e.to_string()))
-            }
-            (e, _) => untrusted(e.to_string()),
+        .map_err(|e| match root_path_len.violation(&e, end_entity, intermediates) {
+            Some(exceeded) => SvidRejection::from(exceeded),
+            None => untrusted(e.to_string()),
         })?;
 
         self.check_expected(&id)?;

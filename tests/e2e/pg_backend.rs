@@ -119,3 +119,59 @@ fn verify_full_tls_accepts_only_a_server_certificate_from_the_configured_ca() {
             .to_string();
     assert!(err.contains("SPIKE_NEXUS_POSTGRES_CA_FILE"), "{err}");
 }
+
+/// A CA certificate named `name` with these basicConstraints.
+fn ca_params(name: &str, constraints: rcgen::BasicConstraints) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(constraints);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    params
+}
+
+#[test]
+fn verify_full_tls_honours_the_path_length_of_the_ca_file_root() {
+    // Two copies of one root (same name and key): pathlen:0 and pathlen:1. The server presents
+    // leaf + intermediate CA, which either copy's key verifies; only the limit differs. Go's
+    // crypto/x509 and OpenSSL (so libpq) refuse the chain under pathlen:0; webpki alone would
+    // accept it (issue 13).
+    let root_key = rcgen::KeyPair::generate().unwrap().serialize_der();
+    let key = || rcgen::KeyPair::try_from(root_key.as_slice()).unwrap();
+    let root_params = |max| ca_params("pg root", rcgen::BasicConstraints::Constrained(max));
+    let strict = root_params(0).self_signed(&key()).unwrap();
+    let lenient = root_params(1).self_signed(&key()).unwrap();
+    let root = rcgen::Issuer::new(root_params(0), key());
+    let int_key = rcgen::KeyPair::generate().unwrap();
+    let int_params = ca_params("pg intermediate", rcgen::BasicConstraints::Unconstrained);
+    let intermediate = int_params.signed_by(&int_key, &root).unwrap();
+    let int = rcgen::Issuer::new(int_params, int_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .signed_by(&server_key, &int)
+        .unwrap();
+    // PostgreSQL sends every certificate of ssl_cert_file: leaf first, then its issuer.
+    let chain_pem = format!("{}{}", server.pem(), intermediate.pem());
+    let pg = PgServer::start_with_tls(Some((&chain_pem, &server_key.serialize_pem()))).unwrap();
+    pg.create_database("kv").unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let strict_file = dir.path().join("strict.pem");
+    std::fs::write(&strict_file, strict.pem()).unwrap();
+    let err =
+        PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::VerifyFull { ca_file: strict_file }))
+            .unwrap_err();
+    assert!(matches!(err, PgError::Connect { .. }), "{err}");
+    let err = err.to_string();
+    for part in ["unavailable", "CN=pg root", "allows at most 0", "pathLenConstraint", "has 1"] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+
+    let lenient_file = dir.path().join("lenient.pem");
+    std::fs::write(&lenient_file, lenient.pem()).unwrap();
+    let backend =
+        PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::VerifyFull { ca_file: lenient_file }))
+            .unwrap();
+    backend.put("k", b"over tls via an intermediate").unwrap();
+    assert_eq!(backend.get("k").unwrap().as_deref(), Some(&b"over tls via an intermediate"[..]));
+}

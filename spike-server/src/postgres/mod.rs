@@ -25,9 +25,10 @@
 //! dies its session ends, the lock is released, and another replica takes over at its next try.
 
 mod pool;
+mod tls;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::error::SqlState;
@@ -42,8 +43,9 @@ use pool::Pool;
 pub enum PgTls {
     /// Plain TCP or a Unix socket (only for loopback or a trusted network).
     Disable,
-    /// TLS required, the server's certificate verified against this CA bundle (PEM) and its
-    /// name checked against the host in the DSN.
+    /// TLS required, the server's certificate verified against this CA bundle (PEM), every
+    /// CA's path length honoured (the roots' included), and its name checked against the host
+    /// in the DSN.
     VerifyFull {
         /// PEM file with the CA certificates to trust.
         ca_file: PathBuf,
@@ -159,7 +161,7 @@ impl Target {
             }
             PgTls::VerifyFull { ca_file } => {
                 config.ssl_mode(postgres::config::SslMode::Require);
-                Some(tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(ca_file)?))
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls::client_tls(ca_file)?))
             }
         };
         let describe = describe(&config);
@@ -171,7 +173,10 @@ impl Target {
             None => self.config.connect(NoTls),
             Some(tls) => self.config.connect(tls.clone()),
         };
-        connected.map_err(|e| PgError::Connect { at: self.describe.clone(), reason: e.to_string() })
+        connected.map_err(|e| PgError::Connect {
+            at: self.describe.clone(),
+            reason: tls::connect_failure(&e),
+        })
     }
 }
 
@@ -185,39 +190,6 @@ fn describe(config: &postgres::Config) -> String {
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}/{}", config.get_dbname().unwrap_or("(default database)"))
-}
-
-fn client_tls(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, PgError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file).map_err(|e| {
-        PgError::Config(format!(
-            "cannot read SPIKE_NEXUS_POSTGRES_CA_FILE {}: {e}",
-            ca_file.display()
-        ))
-    })?;
-    for cert in certs {
-        let cert = cert.map_err(|e| {
-            PgError::Config(format!("{} holds a bad PEM certificate: {e}", ca_file.display()))
-        })?;
-        roots.add(cert).map_err(|e| {
-            PgError::Config(format!("{} holds an unusable CA: {e}", ca_file.display()))
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(PgError::Config(format!(
-            "{} holds no certificate; it must be the PEM CA bundle that signed the server's \
-             certificate",
-            ca_file.display()
-        )));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| PgError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// The migrations, in order; each runs once, in a transaction, and is recorded.
