@@ -3,7 +3,7 @@
 //! - [`config`]: SPIKE's environment variables → [`NexusConfig`];
 //! - [`state`]: backend, root key slot, policy cache, restore progress, counters;
 //! - [`authz`]: SPIKE's roles and policy checks;
-//! - [`router`]: dispatch in SPIKE's order, audit before response;
+//! - [`router`](mod@router): dispatch in SPIKE's order, audit before response;
 //! - [`handlers`]: one module per route family.
 
 pub mod authz;
