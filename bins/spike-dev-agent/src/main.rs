@@ -18,7 +18,7 @@ struct Cli {
     #[arg(long, env = "SPIKE_TRUST_ROOT", value_name = "TD")]
     trust_domain: Option<String>,
 
-    /// Directory for the sockets: <name>.sock per entry, plus the shared agent.sock
+    /// Directory for the sockets: `<name>.sock` per entry, plus the shared agent.sock
     /// [default: $TMPDIR/spike-dev-agent].
     #[arg(long, value_name = "DIR")]
     socket_dir: Option<PathBuf>,
@@ -31,7 +31,7 @@ struct Cli {
     #[arg(long, value_name = "DURATION")]
     svid_ttl: Option<String>,
 
-    /// TOML file with settings and [[entry]] tables; flags win over it.
+    /// TOML file with settings and `[[entry]]` tables; flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 

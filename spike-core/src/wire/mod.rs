@@ -527,8 +527,8 @@ pub enum Route {
     KeeperContribute,
     /// Keeper `POST /v1/store/shard` — [`ShardGetRequest`] → [`ShardGetResponse`].
     KeeperShard,
-    /// Keeper `POST /v1/store/checkpoint` (extension) — [`CheckpointRequest`] →
-    /// [`CheckpointResponse`].
+    /// Keeper `POST /v1/store/checkpoint` (extension) — [`CheckpointRequest`](keeper::CheckpointRequest) →
+    /// [`CheckpointResponse`](keeper::CheckpointResponse).
     KeeperCheckpoint,
 }
 
