@@ -47,6 +47,33 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
 }
 
+/// Checks a TLS 1.2 handshake signature made with `cert`'s key, with the algorithms of
+/// [`crypto_provider`]: what every certificate verifier of spike-rs answers to rustls.
+pub fn verify_tls12_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+    let algorithms = &crypto_provider().signature_verification_algorithms;
+    rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+}
+
+/// Checks a TLS 1.3 handshake signature made with `cert`'s key, with the algorithms of
+/// [`crypto_provider`].
+pub fn verify_tls13_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+    let algorithms = &crypto_provider().signature_verification_algorithms;
+    rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+}
+
+/// The signature schemes [`verify_tls12_signature`] and [`verify_tls13_signature`] accept.
+pub fn supported_verify_schemes() -> Vec<SignatureScheme> {
+    crypto_provider().signature_verification_algorithms.supported_schemes()
+}
+
 /// Which side of the handshake the verified peer is, selecting the extended key usage its
 /// leaf must allow (when it lists any).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,38 +413,6 @@ impl SvidVerifier {
             other => rustls::Error::General(other.to_string()),
         })
     }
-
-    fn tls12(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn tls13(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 impl fmt::Debug for SvidVerifier {
@@ -455,7 +450,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls12(message, cert, dss)
+        verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -464,11 +459,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls13(message, cert, dss)
+        verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
+        supported_verify_schemes()
     }
 }
 
@@ -502,7 +497,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls12(message, cert, dss)
+        verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -511,11 +506,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.tls13(message, cert, dss)
+        verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
+        supported_verify_schemes()
     }
 }
 
