@@ -6,6 +6,8 @@
 //!   below it (`spiffe://<trust root>/spike/nexus[/...]` by default, SPIKE's role rule), never
 //!   checked by DNS name.
 //! - **Pooling**: one `reqwest` client per `Spike`, HTTP keep-alive; clone `Spike` freely.
+//!   New connections resume the TLS 1.3 session of an earlier one when Nexus offers tickets
+//!   (one session store per `Spike`, see [`crate::tls::resumption`]).
 //! - **Retries**: only idempotent calls, only transient failures (connect errors, 429, 503),
 //!   with jittered exponential backoff.
 
@@ -72,6 +74,8 @@ pub struct SpikeBuilder {
     connect_timeout: Option<Duration>,
     svid_timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
+    max_idle_connections: Option<usize>,
+    no_resumption: bool,
 }
 
 impl SpikeBuilder {
@@ -132,6 +136,22 @@ impl SpikeBuilder {
         self
     }
 
+    /// Idle connections kept open for reuse (default: no limit, each closed after 90 s idle).
+    /// 0 opens a new connection for every call, as SPIKE's Go SDK does, and speaks HTTP/1.1 on
+    /// it (HTTP/2's connection setup buys nothing for one call).
+    pub fn max_idle_connections(mut self, max: usize) -> Self {
+        self.max_idle_connections = Some(max);
+        self
+    }
+
+    /// Resumes TLS 1.3 sessions with Nexus (default: on), which makes a new connection about
+    /// as cheap as the key exchange; see [`crate::tls::resumption`] for what stands in for the
+    /// skipped certificate checks. Off, every connection runs a full mTLS handshake.
+    pub fn session_resumption(mut self, on: bool) -> Self {
+        self.no_resumption = !on;
+        self
+    }
+
     /// Connects to the identity source and prepares the connection pool.
     pub async fn build(self) -> Result<Spike> {
         let source = match self.source {
@@ -163,17 +183,29 @@ impl SpikeBuilder {
             what: "Nexus's SPIFFE ID".into(),
             reason: "no trust domain to expect Nexus in".into(),
         })?;
+        // A connection that carries one call gains nothing from HTTP/2 multiplexing and would
+        // pay its preface, SETTINGS exchange and connection task (issue 15).
+        let alpn: Vec<Vec<u8>> = if self.max_idle_connections == Some(0) {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        };
         let tls = nexus
             .fold(crate::tls::mtls_client_matching(source.clone(), first), |b, m| {
                 b.also_accept_matching(m)
             })
-            .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
+            .alpn_protocols(alpn)
+            .session_resumption(!self.no_resumption)
             .build()?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(self.timeout.unwrap_or(config::DEFAULT_TIMEOUT))
             .connect_timeout(self.connect_timeout.unwrap_or(config::DEFAULT_CONNECT_TIMEOUT))
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(max) = self.max_idle_connections {
+            http = http.pool_max_idle_per_host(max);
+        }
+        let http = http
             .tcp_nodelay(true)
             .no_proxy()
             .build()

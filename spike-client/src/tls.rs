@@ -14,13 +14,15 @@
 //! # let _ = config; Ok(()) }
 //! ```
 //!
-//! Session resumption is off on both sides: every connection presents and verifies a current
-//! SVID, so a rotated-out or revoked peer cannot ride on an old ticket.
+//! Session resumption (issue 15): TLS 1.3 only, in a store that forgets every session when the
+//! SVID or the bundles change ([`resumption`] says what a resumed handshake skips and what
+//! stands in for it); [`ClientConfigBuilder::session_resumption`] turns it off.
 //!
 //! [`path_len`] enforces the trusted roots' path length limit, which webpki leaves unchecked;
 //! Nexus's PostgreSQL server verifier shares it.
 
 pub mod path_len;
+pub mod resumption;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -45,6 +47,22 @@ use path_len::RootPathLenCheck;
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+}
+
+/// [`crypto_provider`] with TLS13_CHACHA20_POLY1305_SHA256 offered first, for client configs
+/// (a TLS 1.3 server follows the client's order unless told otherwise). Issue 15: its key
+/// schedule runs on SHA-256, which has hardware support on common CPUs, where SHA-384's does
+/// not; that was ~7 % of a new connection's CPU. Traffic keys stay 256-bit. The same suites
+/// are offered, only the order differs.
+fn client_crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| {
+        let mut provider = rustls::crypto::ring::default_provider();
+        let first = rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256;
+        provider.cipher_suites.retain(|s| s.suite() != first.suite());
+        provider.cipher_suites.insert(0, first);
+        Arc::new(provider)
+    }))
 }
 
 /// Checks a TLS 1.2 handshake signature made with `cert`'s key, with the algorithms of
@@ -89,6 +107,39 @@ pub enum PeerRole {
 pub fn spiffe_id_from_leaf(leaf: &CertificateDer<'_>) -> Result<SpiffeId, SvidRejection> {
     let cert = parse(leaf)?;
     spiffe_id_of(&cert)
+}
+
+/// Reads the SPIFFE ID of a peer chain that rustls restored from a session ticket (a resumed
+/// handshake, where no verifier runs) after checking that every certificate of it is still
+/// within its validity period at `now`: a session must not outlive the SVID it was set up with.
+/// Everything else was verified by the full handshake that issued the ticket.
+pub fn spiffe_id_from_restored_chain(
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<SpiffeId, SvidRejection> {
+    let (leaf, intermediates) = chain.split_first().ok_or(SvidRejection::NoCertificate)?;
+    let leaf = parse(leaf)?;
+    check_validity(&leaf, now)?;
+    for der in intermediates {
+        check_validity(&parse(der)?, now)?;
+    }
+    spiffe_id_of(&leaf)
+}
+
+fn check_validity(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    now: UnixTime,
+) -> Result<(), SvidRejection> {
+    let validity = cert.validity();
+    let now = now.as_secs();
+    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+    if i128::from(now) < i128::from(not_before) {
+        return Err(SvidRejection::NotYetValid { not_before, now });
+    }
+    if i128::from(now) > i128::from(not_after) {
+        return Err(SvidRejection::Expired { not_after, now });
+    }
+    Ok(())
 }
 
 fn parse<'a>(
@@ -321,15 +372,9 @@ impl SvidVerifier {
         check_leaf_constraints(&cert)?;
 
         let validity = cert.validity();
-        let now_secs = now.as_secs();
         let (not_before, not_after) =
             (validity.not_before.timestamp(), validity.not_after.timestamp());
-        if i128::from(now_secs) < i128::from(not_before) {
-            return Err(SvidRejection::NotYetValid { not_before, now: now_secs }.into());
-        }
-        if i128::from(now_secs) > i128::from(not_after) {
-            return Err(SvidRejection::Expired { not_after, now: now_secs }.into());
-        }
+        check_validity(&cert, now)?;
 
         self.check_trust_domain(&id, &identity)?;
         let td = id.trust_domain();
@@ -561,7 +606,7 @@ pub fn mtls_client(source: IdentitySource, server_id: SpiffeId) -> ClientConfigB
 /// Starts a client config that presents the source's SVID and accepts only a server whose
 /// SPIFFE ID `server` accepts.
 pub fn mtls_client_matching(source: IdentitySource, server: IdMatcher) -> ClientConfigBuilder {
-    ClientConfigBuilder { source, expected: vec![server], alpn: Vec::new() }
+    ClientConfigBuilder { source, expected: vec![server], alpn: Vec::new(), resumption: true }
 }
 
 /// Builds a rustls `ClientConfig` for mTLS by SPIFFE ID; see [`mtls_client`].
@@ -570,6 +615,7 @@ pub struct ClientConfigBuilder {
     source: IdentitySource,
     expected: Vec<IdMatcher>,
     alpn: Vec<Vec<u8>>,
+    resumption: bool,
 }
 
 impl ClientConfigBuilder {
@@ -593,6 +639,13 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Resumes TLS 1.3 sessions the server offers tickets for (default: on; see
+    /// [`resumption`]). Off, every connection runs a full handshake.
+    pub fn session_resumption(mut self, on: bool) -> Self {
+        self.resumption = on;
+        self
+    }
+
     /// Builds the config; fails now if the source has no usable identity.
     pub fn build(self) -> Result<rustls::ClientConfig> {
         self.source.current()?;
@@ -608,13 +661,19 @@ impl ClientConfigBuilder {
         let verifier = SvidVerifier::new(self.source.clone(), PeerRole::Server)
             .with_trust_domains(tds)
             .with_expected(self.expected);
-        let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        let mut config = rustls::ClientConfig::builder_with_provider(client_crypto_provider())
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier(verifier)))
-            .with_client_cert_resolver(Arc::new(SvidResolver(self.source)));
+            .with_client_cert_resolver(Arc::new(SvidResolver(self.source.clone())));
         config.alpn_protocols = self.alpn;
-        config.resumption = rustls::client::Resumption::disabled();
+        // One store per config: every connection made with it (a `Spike`'s whole pool) shares
+        // it, and an SVID rotation needs no new config (the store follows the source).
+        config.resumption = if self.resumption {
+            resumption::resumption(self.source)
+        } else {
+            rustls::client::Resumption::disabled()
+        };
         Ok(config)
     }
 }

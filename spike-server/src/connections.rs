@@ -214,6 +214,7 @@ struct Counters {
     evicted_per_caller: AtomicU64,
     refused_per_caller: AtomicU64,
     refused_handshake: AtomicU64,
+    tls_resumed: AtomicU64,
 }
 
 /// What the table holds and has done, for `/metrics`.
@@ -237,6 +238,8 @@ pub struct ConnectionSnapshot {
     pub refused_per_caller: u64,
     /// Refused at the TLS handshake (failed, timed out, or no usable SPIFFE ID).
     pub refused_handshake: u64,
+    /// Admitted on a resumed TLS session (no certificate exchange; issue 15).
+    pub tls_resumed: u64,
 }
 
 impl ConnectionSnapshot {
@@ -282,6 +285,12 @@ impl ConnectionSnapshot {
              {prefix}_connections_refused_total{{reason=\"per_caller\"}} {}\n\
              {prefix}_connections_refused_total{{reason=\"handshake\"}} {}\n",
             self.refused_per_caller, self.refused_handshake
+        ));
+        out.push_str(&format!(
+            "# HELP {prefix}_tls_resumed_total Connections admitted on a resumed TLS session.\n\
+             # TYPE {prefix}_tls_resumed_total counter\n\
+             {prefix}_tls_resumed_total {}\n",
+            self.tls_resumed
         ));
         out
     }
@@ -398,6 +407,11 @@ impl Connections {
         self.counters.refused_handshake.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a connection admitted on a resumed TLS session.
+    pub fn count_tls_resumed(&self) {
+        self.counters.tls_resumed.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn mark_closing(&self, conn: &Arc<Connection>, why: Eviction) -> bool {
         let mut inner = self.lock();
         self.mark_closing_locked(&mut inner, conn, why)
@@ -481,6 +495,7 @@ impl Connections {
             evicted_per_caller: c.evicted_per_caller.load(Ordering::Relaxed),
             refused_per_caller: c.refused_per_caller.load(Ordering::Relaxed),
             refused_handshake: c.refused_handshake.load(Ordering::Relaxed),
+            tls_resumed: c.tls_resumed.load(Ordering::Relaxed),
         }
     }
 }

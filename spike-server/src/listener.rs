@@ -1,6 +1,10 @@
 //! The mTLS HTTP listener shared by Nexus and Keeper: TLS handshake by SPIFFE ID, then HTTP/1.1
 //! or HTTP/2 to an axum router, with the verified peer ID attached to every request.
 //!
+//! TLS sessions may be resumed (issue 15): the caller's ID is then read from the chain restored
+//! from the ticket, after [`crate::tls::peer_spiffe_id`] has checked it is still valid; see
+//! [`crate::tls::resumption`].
+//!
 //! Connection lifecycle (issue 13; limits in [`ConnectionLimits`], bookkeeping in
 //! [`crate::connections`]): a handshake must finish within the handshake timeout; request
 //! headers within the header-read timeout and the head size cap; a whole request body within
@@ -33,7 +37,7 @@ use tower::Service;
 
 use crate::connections::Registration;
 pub use crate::connections::{ConnectionLimits, Connections};
-use crate::tls::peer_spiffe_id;
+use crate::tls::{is_resumed, peer_spiffe_id};
 
 /// Time allowed for a TLS handshake by default.
 pub const HANDSHAKE_TIMEOUT: Duration = crate::connections::DEFAULT_HANDSHAKE_TIMEOUT;
@@ -159,6 +163,8 @@ impl ConnectionTask {
                 return;
             }
         };
+        // Full or resumed handshake alike: the ID comes from the peer chain rustls holds, and a
+        // resumed session whose restored chain has expired is refused here (crate::tls).
         let peer = match peer_spiffe_id(&stream) {
             Ok(id) => id,
             Err(e) => {
@@ -167,6 +173,9 @@ impl ConnectionTask {
                 return;
             }
         };
+        if is_resumed(stream.get_ref().1) {
+            self.connections.count_tls_resumed();
+        }
         if let Err(at_cap) = self.registration.identify(Arc::from(peer.to_string())) {
             tracing::debug!(
                 peer = %peer_addr,

@@ -19,8 +19,19 @@
 //! println!("caller is {}", peer_spiffe_id(&stream)?);
 //! # Ok(()) }
 //! ```
+//!
+//! Session resumption (issue 15): listeners that leave authorisation to the application
+//! (Nexus) issue TLS 1.3 tickets valid for [`DEFAULT_TICKET_LIFETIME`]; listeners that pin
+//! client IDs at the handshake (Keepers) do not, unless asked
+//! ([`ServerConfigBuilder::session_tickets`]). A resumed handshake skips the client-certificate
+//! verifier, so tickets die with their lifetime and with the identity snapshot they were issued
+//! under, and [`peer_spiffe_id_of`] re-checks the validity of the restored chain on every
+//! resumed connection; [`resumption`] has the whole argument. TLS 1.2 session IDs stay off.
+
+pub mod resumption;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use spiffe::{SpiffeId, TrustDomain};
 use spike_client::error::{Error, SvidRejection};
@@ -29,6 +40,8 @@ use spike_client::tls::{
     IdMatcher, PeerRole, PeerTrustDomains, SpiffeClientVerifier, SvidResolver, SvidVerifier,
     crypto_provider,
 };
+
+pub use resumption::{DEFAULT_TICKET_LIFETIME, MAX_TICKET_LIFETIME};
 
 /// Starts a server config for `source`: clients must present an X509-SVID of our own trust
 /// domain (widen with [`ServerConfigBuilder::trust_domains`] or
@@ -39,7 +52,17 @@ pub fn mtls_server(source: IdentitySource) -> ServerConfigBuilder {
         trust_domains: PeerTrustDomains::Own,
         client_ids: None,
         alpn: Vec::new(),
+        tickets: Tickets::Default,
     }
+}
+
+/// Whether a listener issues session tickets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tickets {
+    /// On with [`DEFAULT_TICKET_LIFETIME`], unless client IDs are pinned at the handshake.
+    Default,
+    On(Duration),
+    Off,
 }
 
 /// Builds a rustls `ServerConfig` for mTLS by SPIFFE ID; see [`mtls_server`].
@@ -49,6 +72,7 @@ pub struct ServerConfigBuilder {
     trust_domains: PeerTrustDomains,
     client_ids: Option<Vec<IdMatcher>>,
     alpn: Vec<Vec<u8>>,
+    tickets: Tickets,
 }
 
 impl ServerConfigBuilder {
@@ -87,9 +111,41 @@ impl ServerConfigBuilder {
         self
     }
 
-    /// Builds the config; fails now if the source has no usable identity.
+    /// Issues TLS 1.3 session tickets usable for `lifetime` (at most [`MAX_TICKET_LIFETIME`]),
+    /// so returning clients skip the certificate exchange; see [`resumption`] for the checks
+    /// that stand in for it.
+    pub fn session_tickets(mut self, lifetime: Duration) -> Self {
+        self.tickets = Tickets::On(lifetime);
+        self
+    }
+
+    /// Issues no session tickets: every connection runs a full handshake.
+    pub fn no_session_tickets(mut self) -> Self {
+        self.tickets = Tickets::Off;
+        self
+    }
+
+    /// Builds the config; fails now if the source has no usable identity or the ticket
+    /// lifetime is out of range.
     pub fn build(self) -> Result<rustls::ServerConfig, Error> {
         self.source.current()?;
+        let ticket_lifetime = match self.tickets {
+            // Keepers pin Nexus and Bootstrap at the handshake and see few connections: there
+            // is nothing to win, so keep them on full handshakes only.
+            Tickets::Default if self.client_ids.is_some() => None,
+            Tickets::Default => Some(DEFAULT_TICKET_LIFETIME),
+            Tickets::On(lifetime) if lifetime.is_zero() || lifetime > MAX_TICKET_LIFETIME => {
+                return Err(Error::InvalidInput {
+                    what: format!("TLS session ticket lifetime {lifetime:?}"),
+                    reason: format!("it must be between 1 s and {MAX_TICKET_LIFETIME:?}"),
+                });
+            }
+            Tickets::On(lifetime) => Some(lifetime),
+            Tickets::Off => None,
+        };
+        let ticketer = ticket_lifetime
+            .map(|lifetime| resumption::SvidTicketer::new(self.source.clone(), lifetime))
+            .transpose()?;
         let mut verifier = SvidVerifier::new(self.source.clone(), PeerRole::Client)
             .with_peer_trust_domains(self.trust_domains);
         if let Some(matchers) = self.client_ids {
@@ -100,9 +156,18 @@ impl ServerConfigBuilder {
             .with_client_cert_verifier(Arc::new(SpiffeClientVerifier(verifier)))
             .with_cert_resolver(Arc::new(SvidResolver(self.source)));
         config.alpn_protocols = self.alpn;
-        // No resumption: every connection proves a current SVID (see spike_client::tls).
+        // Never stateful sessions (TLS 1.2 session IDs): only the tickets below, whose checks
+        // are in `resumption`.
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
+        match ticketer {
+            Some(ticketer) => {
+                config.ticketer = Arc::new(ticketer);
+                // A client that connects per call spends one ticket per connection; two keep
+                // it supplied when a connection closes before its tickets arrive.
+                config.send_tls13_tickets = 2;
+            }
+            None => config.send_tls13_tickets = 0,
+        }
         Ok(config)
     }
 }
@@ -113,12 +178,23 @@ pub fn peer_spiffe_id<IO>(stream: &tokio_rustls::server::TlsStream<IO>) -> Resul
 }
 
 /// The verified SPIFFE ID of the client of a rustls server connection (after the handshake).
+/// On a resumed session it also refuses a restored chain that is no longer valid.
 pub fn peer_spiffe_id_of(connection: &rustls::ServerConnection) -> Result<SpiffeId, Error> {
-    // The verifier already checked this leaf during the handshake; re-reading it here cannot
-    // disagree, and keeps the ID bound to the certificate rustls actually accepted.
-    let leaf = connection
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .ok_or(SvidRejection::NoCertificate)?;
+    let chain = connection.peer_certificates().ok_or(SvidRejection::NoCertificate)?;
+    if is_resumed(connection) {
+        // rustls restored this chain from the ticket without running the verifier: the
+        // session must not outlive the client's SVID (or an intermediate); see `resumption`.
+        let now = rustls::pki_types::UnixTime::now();
+        return Ok(spike_client::tls::spiffe_id_from_restored_chain(chain, now)?);
+    }
+    // The verifier checked this leaf during the handshake; re-reading it here cannot disagree,
+    // and keeps the ID bound to the certificate rustls actually accepted.
+    let leaf = chain.first().ok_or(SvidRejection::NoCertificate)?;
     Ok(spike_client::tls::spiffe_id_from_leaf(leaf)?)
+}
+
+/// True when the connection's handshake resumed an earlier session (no certificates were
+/// exchanged).
+pub fn is_resumed(connection: &rustls::ServerConnection) -> bool {
+    connection.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }

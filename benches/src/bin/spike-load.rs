@@ -5,8 +5,15 @@
 //! the secret. Clients are real SDK clients with one keep-alive connection each. The ratio
 //! Nexus/bare isolates what Nexus itself costs (authz, audit, store, crypto) from TLS and HTTP.
 //!
-//! Usage: `cargo run --release -p spike-benches --bin spike-load -- [CONNECTIONS] [SECONDS]`
-//! (defaults 16 connections, 3 seconds per scenario). Bounded in time and count.
+//! Usage: `cargo run --release -p spike-benches --bin spike-load -- [--new-conn] [CONNECTIONS]
+//! [SECONDS]` (defaults 16 connections, 3 seconds per scenario). Bounded in time and count.
+//!
+//! `--new-conn` (issue 15): every GET opens a new TCP + TLS connection (the SDK keeps no idle
+//! connection), as SPIKE's Go SDK does; CONNECTIONS is then the number of concurrent callers.
+//! Only GETs against the memory backend and the bare baseline run, each twice: with the SDK's
+//! default (TLS 1.3 session resumption) and with a full mTLS handshake per connection
+//! (`session_resumption(false)`), so the ratio is measured within one run. The bare server's
+//! counts of accepted and resumed connections show each request had its own connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,17 +49,31 @@ async fn source(agent: &DevAgentHandle, name: &str) -> IdentitySource {
         .expect("SVID from the dev agent")
 }
 
-async fn clients(agent: &DevAgentHandle, url: &str, n: usize) -> Vec<Spike> {
+/// How clients use connections.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One keep-alive connection per client.
+    KeepAlive,
+    /// A new connection for every request, resuming TLS sessions (the SDK's default).
+    NewConnection,
+    /// A new connection for every request, each with a full mTLS handshake.
+    NewConnectionFullHandshake,
+}
+
+async fn clients(agent: &DevAgentHandle, url: &str, n: usize, mode: Mode) -> Vec<Spike> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let c = Spike::builder()
+        let mut builder = Spike::builder()
             .identity(source(agent, "pilot-superuser").await)
             .url(url)
-            .retry(RetryPolicy { attempts: 1, ..RetryPolicy::default() })
-            .build()
-            .await
-            .expect("client");
-        out.push(c);
+            .retry(RetryPolicy { attempts: 1, ..RetryPolicy::default() });
+        if mode != Mode::KeepAlive {
+            builder = builder.max_idle_connections(0);
+        }
+        if mode == Mode::NewConnectionFullHandshake {
+            builder = builder.session_resumption(false);
+        }
+        out.push(builder.build().await.expect("client"));
     }
     out
 }
@@ -116,7 +137,10 @@ async fn start_nexus(
 }
 
 /// The baseline: same listener and TLS config, fixed answer, no Nexus logic.
-async fn start_bare(agent: &DevAgentHandle, body: Vec<u8>) -> std::net::SocketAddr {
+async fn start_bare(
+    agent: &DevAgentHandle,
+    body: Vec<u8>,
+) -> (std::net::SocketAddr, Arc<spike_server::listener::Connections>) {
     let tls = spike_server::tls::mtls_server(source(agent, "nexus").await)
         .alpn_protocols([b"h2".to_vec(), b"http/1.1".to_vec()])
         .build()
@@ -132,20 +156,21 @@ async fn start_bare(agent: &DevAgentHandle, body: Vec<u8>) -> std::net::SocketAd
             async move { ([("content-type", "application/json")], body.as_ref().clone()) }
         }),
     );
+    let connections = spike_server::listener::Connections::new(Default::default());
     tokio::spawn(spike_server::listener::serve_mtls(
         listener,
         Arc::new(tls),
-        spike_server::listener::Connections::new(Default::default()),
+        connections.clone(),
         move |_peer| app.clone(),
         std::future::pending(),
         Duration::from_secs(1),
     ));
-    addr
+    (addr, connections)
 }
 
 fn print(s: &Stats) {
     println!(
-        "| {:<24} | {:>8} | {:>9.0} | {:>8.2} | {:>8.2} |",
+        "| {:<32} | {:>8} | {:>9.0} | {:>8.2} | {:>8.2} |",
         s.label,
         s.requests,
         s.rps(),
@@ -156,7 +181,19 @@ fn print(s: &Stats) {
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
+    let (flags, numbers): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.starts_with("--"));
+    let mode = match flags.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => Mode::KeepAlive,
+        ["--new-conn"] => Mode::NewConnection,
+        other => {
+            eprintln!(
+                "unknown flags {other:?}; usage: spike-load [--new-conn] [CONNECTIONS] [SECONDS]"
+            );
+            std::process::exit(2);
+        }
+    };
+    let mut args = numbers.into_iter();
     let conns: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(16).clamp(1, 1000);
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3).clamp(1, 60);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -170,31 +207,79 @@ async fn main() {
 
     let mut results = vec![];
     let mut ratios = vec![];
-    for (name, backend) in [("memory", BackendKind::Memory), ("sled", BackendKind::Sled)] {
+    let mut notes = vec![];
+    let backends: &[(&str, BackendKind)] = match mode {
+        Mode::KeepAlive => &[("memory", BackendKind::Memory), ("sled", BackendKind::Sled)],
+        Mode::NewConnection | Mode::NewConnectionFullHandshake => {
+            &[("memory", BackendKind::Memory)]
+        }
+    };
+    for &(name, backend) in backends {
         let n = start_nexus(&agent, &dir.path().join(name), backend).await;
         let url = format!("https://{}", n.addr());
-        let cs = clients(&agent, &url, conns).await;
+        let cs = clients(&agent, &url, conns, mode).await;
         let v: SecretValues = [("v", "x".repeat(1024))].into_iter().collect();
         cs[0].put_secret("bench/one-kib", v).await.expect("seed");
         // The exact bytes Nexus answers, for the baseline to return.
         let body = format!(r#"{{"data":{{"v":"{}"}}}}"#, "x".repeat(1024)).into_bytes();
-        let bare = start_bare(&agent, body).await;
-        let bare_clients = clients(&agent, &format!("https://{bare}"), conns).await;
+        let (bare, bare_connections) = start_bare(&agent, body).await;
+        let bare_clients = clients(&agent, &format!("https://{bare}"), conns, mode).await;
         let _ = run("warm-up", &cs, Op::Get, 1).await;
-        let base = run(&format!("bare GET ({name} run)"), &bare_clients, Op::Get, secs).await;
-        let get = run(&format!("nexus {name} GET 1KiB"), &cs, Op::Get, secs).await;
-        let put = run(&format!("nexus {name} PUT 1KiB"), &cs, Op::Put, secs).await;
-        ratios.push((name, get.rps() / base.rps()));
-        results.extend([base, get, put]);
+        match mode {
+            Mode::KeepAlive => {
+                let base =
+                    run(&format!("bare GET ({name} run)"), &bare_clients, Op::Get, secs).await;
+                let get = run(&format!("nexus {name} GET 1KiB"), &cs, Op::Get, secs).await;
+                let put = run(&format!("nexus {name} PUT 1KiB"), &cs, Op::Put, secs).await;
+                ratios.push((name, get.rps() / base.rps()));
+                results.extend([base, get, put]);
+            }
+            Mode::NewConnection | Mode::NewConnectionFullHandshake => {
+                let full = Mode::NewConnectionFullHandshake;
+                let bare_full = clients(&agent, &format!("https://{bare}"), conns, full).await;
+                let cs_full = clients(&agent, &url, conns, full).await;
+                let before = bare_connections.snapshot();
+                let base_full = run("bare GET, new conn, full", &bare_full, Op::Get, secs).await;
+                let base = run("bare GET, new conn", &bare_clients, Op::Get, secs).await;
+                let after = bare_connections.snapshot();
+                notes.push(format!(
+                    "bare server: {} connections accepted for {} requests, {} of them resumed",
+                    after.accepted - before.accepted,
+                    base_full.requests + base.requests,
+                    after.tls_resumed - before.tls_resumed,
+                ));
+                let get_full =
+                    run(&format!("nexus {name} GET, new conn, full"), &cs_full, Op::Get, secs)
+                        .await;
+                let get = run(&format!("nexus {name} GET, new conn"), &cs, Op::Get, secs).await;
+                ratios.push((name, get.rps() / base.rps()));
+                notes.push(format!(
+                    "resumed/full: bare {:.2}, nexus({name}) {:.2}",
+                    base.rps() / base_full.rps(),
+                    get.rps() / get_full.rps()
+                ));
+                results.extend([base_full, base, get_full, get]);
+            }
+        }
         n.shutdown().await;
     }
-    println!("\n{conns} concurrent mTLS keep-alive connections, {secs} s per scenario\n");
-    println!("| scenario                 | requests |   req/s   | p50 (ms) | p99 (ms) |");
-    println!("|--------------------------|----------|-----------|----------|----------|");
+    match mode {
+        Mode::KeepAlive => {
+            println!("\n{conns} concurrent mTLS keep-alive connections, {secs} s per scenario\n")
+        }
+        Mode::NewConnection | Mode::NewConnectionFullHandshake => println!(
+            "\n{conns} concurrent callers, a new mTLS connection per request, {secs} s per scenario\n"
+        ),
+    }
+    println!("| scenario                         | requests |   req/s   | p50 (ms) | p99 (ms) |");
+    println!("|----------------------------------|----------|-----------|----------|----------|");
     for r in &results {
         print(r);
     }
     for (name, ratio) in ratios {
         println!("\nGET ratio nexus({name})/bare = {ratio:.2}");
+    }
+    for note in notes {
+        println!("{note}");
     }
 }
