@@ -56,6 +56,28 @@ impl Flags {
         }
     }
 
+    /// A comma-separated list of numbers given as `--name` (e.g. `1000,10000`), or `default`;
+    /// each must lie in `min..=max`, and the list must be strictly increasing.
+    pub fn numbers(&mut self, name: &str, default: &[u64], min: u64, max: u64) -> Result<Vec<u64>> {
+        let Some(value) = self.values.remove(name) else {
+            return Ok(default.to_vec());
+        };
+        let value = value.unwrap_or_default();
+        let parsed: Option<Vec<u64>> = value
+            .split(',')
+            .map(|n| {
+                n.trim().replace('_', "").parse::<u64>().ok().filter(|n| (min..=max).contains(n))
+            })
+            .collect();
+        match parsed {
+            Some(list) if !list.is_empty() && list.windows(2).all(|w| w[0] < w[1]) => Ok(list),
+            _ => fail(format!(
+                "--{name} {value:?}: expected increasing whole numbers in {min}..={max}, \
+                 separated by commas (e.g. 1000,10000)"
+            )),
+        }
+    }
+
     /// Seconds given as `--name` (a whole number), or `default`; must lie in `min..=max`.
     pub fn seconds(&mut self, name: &str, default: u64, min: u64, max: u64) -> Result<Duration> {
         self.number(name, default, min, max).map(Duration::from_secs)
@@ -96,5 +118,17 @@ mod tests {
         assert!(f.number("clients", 1, 1, 10).is_err());
         assert!(Flags::parse(["--clients".to_string()], &[]).is_err());
         assert!(Flags::parse(["clients".to_string()], &[]).is_err());
+    }
+
+    #[test]
+    fn number_lists_are_increasing_and_bounded() {
+        let mut f = parse(&["--sizes", "1_000,10000, 100000"]);
+        assert_eq!(f.numbers("sizes", &[1], 1, 1_000_000).unwrap(), [1000, 10_000, 100_000]);
+        assert_eq!(f.numbers("absent", &[5, 6], 1, 10).unwrap(), [5, 6]);
+        for bad in ["10,5", "1,,2", "0,1", "x", "", "2000000"] {
+            let mut f = parse(&["--sizes", bad]);
+            let err = f.numbers("sizes", &[1], 1, 1_000_000).unwrap_err();
+            assert!(err.0.contains("--sizes"), "{bad}: {}", err.0);
+        }
     }
 }

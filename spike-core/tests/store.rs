@@ -94,6 +94,7 @@ macro_rules! mount_suite {
             racing_replicas_serialise_through_compare_and_swap,
             replicas_sharing_a_backend_read_each_others_terms_and_rotate_without_losing_one,
             errors_and_debug_output_never_contain_secret_values,
+            reads_see_other_writers_and_restored_records_despite_the_opened_metadata_cache,
         );
     };
     (@ $fixture:ty; $($name:ident),* $(,)?) => {
@@ -715,6 +716,42 @@ fn racing_replicas_serialise_through_compare_and_swap<F: Fixture>() {
     let total = (2 * PER_REPLICA * PUTS) as u64;
     assert_eq!(versions, (1..=total).collect::<Vec<_>>());
     assert_eq!(replicas[1].metadata(&path("shared")).unwrap().versions.len() as u64, total);
+}
+
+/// The opened-metadata cache is keyed by the exact sealed bytes: a write by another replica,
+/// a record put back by whoever controls the backend, and tampering all reach the reader.
+fn reads_see_other_writers_and_restored_records_despite_the_opened_metadata_cache<F: Fixture>() {
+    let fx = F::new();
+    let ring = Arc::new(spike_core::crypto::Keyring::generate().unwrap());
+    let reader = SecretStore::new(fx.backend(), ring.clone());
+    let writer = SecretStore::new(fx.backend(), ring.clone());
+    put(&writer, "c", "one");
+    assert_eq!(value_of(&reader, "c", None).unwrap(), "one");
+    let first_meta = fx.backend().get(&keys::metadata("c")).unwrap().unwrap();
+    for round in 0..3 {
+        let v = format!("v{round}");
+        put(&writer, "c", &v);
+        assert_eq!(value_of(&reader, "c", None).unwrap(), v, "a write by another replica");
+        assert_eq!(reader.metadata(&path("c")).unwrap().current_version, round + 2);
+    }
+    // Deleting the current version (4) makes 3 current, for the reader too.
+    writer.delete(&path("c"), &[]).unwrap();
+    assert_eq!(reader.metadata(&path("c")).unwrap().current_version, 3);
+    assert_eq!(value_of(&reader, "c", None).unwrap(), "v1");
+    assert!(matches!(reader.get(&path("c"), Some(4)), Err(StoreError::Deleted)));
+    // An old metadata record put back (a restored dump): served as it says, like any read.
+    fx.backend().put(&keys::metadata("c"), &first_meta).unwrap();
+    assert_eq!(reader.metadata(&path("c")).unwrap().current_version, 1);
+    assert_eq!(value_of(&reader, "c", None).unwrap(), "one");
+    // Tampering after the record was cached is still caught.
+    let len = first_meta.len();
+    flip(fx.backend().as_ref(), &keys::metadata("c"), len / 2);
+    assert!(matches!(reader.get(&path("c"), None), Err(StoreError::Corrupt(_))));
+    // Another keyring (a different root) opens nothing, cached or not.
+    fx.backend().put(&keys::metadata("c"), &first_meta).unwrap();
+    let stranger =
+        SecretStore::new(fx.backend(), Arc::new(spike_core::crypto::Keyring::generate().unwrap()));
+    assert!(matches!(stranger.get(&path("c"), None), Err(StoreError::Corrupt(_))));
 }
 
 fn errors_and_debug_output_never_contain_secret_values<F: Fixture>() {

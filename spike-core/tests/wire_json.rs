@@ -383,6 +383,26 @@ fn strings_are_html_escaped_like_go() {
     assert_eq!(json(&put), r#"{"path":"p","values":{"\u003ck\u003e":"\u0026"}}"#);
 }
 
+#[test]
+fn large_bodies_encode_exactly_with_escapes_at_any_position() {
+    // Longer than the encoder's first buffer, so it grows (zeroizing as it goes); escapes at
+    // the start, inside and at the end of a long ASCII run, and non-ASCII that starts with the
+    // same byte as U+2028 (0xE2) but is not escaped.
+    for len in [0usize, 15, 16, 17, 2_000, 70_000] {
+        let plain = "a".repeat(len);
+        let value = format!("<{plain}&\u{2028}\u{20ac}{plain}>");
+        let put = SecretPutRequest {
+            path: "p".into(),
+            values: Some(values(&[("k", value.as_str())])),
+            ..Default::default()
+        };
+        let expected = format!(
+            r#"{{"path":"p","values":{{"k":"\u003c{plain}\u0026\u2028€{plain}\u003e"}}}}"#
+        );
+        assert_eq!(json(&put), expected, "length {len}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cipher — spike-sdk-go api/entity/v1/reqres/cipher.go, net/cipher.go
 // ---------------------------------------------------------------------------------------------

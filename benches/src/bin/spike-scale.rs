@@ -1,24 +1,25 @@
-//! `spike-scale`: Nexus on sled with a million secrets — load rate, memory, restart time, GET
-//! latency and disk use, each against the same figure at a small size in the same run.
+//! `spike-scale`: Nexus on sled from a thousand to a million secrets — the cost curve of load
+//! rate, memory, restart time, GET latency and disk use, every size measured in the same run.
 //!
 //! Starts a dev agent, three Keepers and Bootstrap in this process and `spike-nexus` (sled) as
-//! its own process, then:
+//! its own process, then for each size of `--sizes` in turn (default 1,000, 10,000, 100,000
+//! and 1,000,000):
 //!
-//! 1. writes `--baseline` secrets and measures the small-store figures: GET p50/p99 (random
-//!    keys, values checked), restart (SIGKILL, start, root key back from the Keepers, store
-//!    open) to ready, RSS, disk use;
-//! 2. writes secrets up to `--count` over `--load-clients` mTLS connections (every PUT is on
-//!    disk before it is acknowledged), stopping at `--load-timeout`; reports the load rate;
-//! 3. measures the same figures at that size, GETs both before the restart (warm) and after
-//!    it (cold caches).
+//! 1. writes secrets up to that size over `--load-clients` mTLS connections (every PUT is on
+//!    disk before it is acknowledged), stopping at `--load-timeout`; records the load rate;
+//! 2. measures GET p50/p99 (random keys, values checked) warm, then restarts Nexus (SIGKILL,
+//!    start, root key back from the Keepers, store open) and measures restart → ready, GETs
+//!    again with cold caches, RSS at each step and disk use.
 //!
-//! Exits non-zero if a request fails or the load did not reach `--count` in time (the figures
-//! are still printed, for the size reached). Bounded in count and time.
+//! The first size is the baseline the others are compared with. `--sled-cache-mib` passes
+//! `SPIKE_NEXUS_SLED_CACHE_MIB` to Nexus (default: Nexus's own). Exits non-zero if a request
+//! fails or a size was not reached in time (the figures are still printed, for the sizes
+//! reached). Bounded in count and time.
 //!
 //! ```sh
-//! cargo run --release -p spike-benches --bin spike-scale                   # 1,000,000 secrets
-//! cargo run --release -p spike-benches --bin spike-scale -- --quick        # 20,000 secrets
-//! cargo run --release -p spike-benches --bin spike-scale -- --count 200000
+//! cargo run --release -p spike-benches --bin spike-scale                   # 1k .. 1M secrets
+//! cargo run --release -p spike-benches --bin spike-scale -- --quick        # 1k and 20k
+//! cargo run --release -p spike-benches --bin spike-scale -- --sizes 1000,200000
 //! ```
 #![forbid(unsafe_code)]
 
@@ -36,8 +37,9 @@ use spike_client::Spike;
 use spike_client::identity::IdentitySource;
 use spike_core::secret::SecretValues;
 
-const USAGE: &str = "usage: spike-scale [--quick] [--count N] [--baseline N] [--value-bytes N]
-                   [--load-clients N] [--load-timeout S] [--get-clients N] [--get-secs S]";
+const USAGE: &str = "usage: spike-scale [--quick] [--sizes N,N,...] [--count N] [--value-bytes N]
+                   [--load-clients N] [--load-timeout S] [--get-clients N] [--get-secs S]
+                   [--sled-cache-mib N]";
 
 /// No GET client sends more than this many requests in one phase, whatever the deadline.
 const MAX_GETS_PER_CLIENT: usize = 1_000_000;
@@ -46,28 +48,36 @@ const READY_LIMIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 struct Opts {
-    count: u64,
-    baseline: u64,
+    sizes: Vec<u64>,
     value_bytes: usize,
     load_clients: usize,
     load_timeout: Duration,
     get_clients: usize,
     get_secs: Duration,
+    sled_cache_mib: Option<u64>,
 }
 
 impl Opts {
     fn parse(mut f: Flags) -> Result<Self> {
         let quick = f.switch("quick");
         let d = |full: u64, short: u64| if quick { short } else { full };
-        let count = f.number("count", d(1_000_000, 20_000), 1, 100_000_000)?;
+        let default_sizes: &[u64] =
+            if quick { &[1_000, 20_000] } else { &[1_000, 10_000, 100_000, 1_000_000] };
+        let mut sizes = f.numbers("sizes", default_sizes, 1, 100_000_000)?;
+        // `--count N`: the curve from 1,000 (or N, if smaller) up to N.
+        let count = f.number("count", 0, 0, 100_000_000)?;
+        if count > 0 {
+            sizes = if count > 1_000 { vec![1_000, count] } else { vec![count] };
+        }
+        let sled_cache_mib = f.number("sled-cache-mib", 0, 0, 1 << 20)?;
         let opts = Self {
-            count,
-            baseline: f.number("baseline", 1_000, 1, 1_000_000)?.min(count),
+            sizes,
             value_bytes: f.number("value-bytes", 64, 9, 65_536)? as usize,
             load_clients: f.number("load-clients", 64, 1, 1000)? as usize,
             load_timeout: f.seconds("load-timeout", d(3600, 300), 1, 86_400)?,
             get_clients: f.number("get-clients", 16, 1, 1000)? as usize,
             get_secs: f.seconds("get-secs", d(10, 3), 1, 600)?,
+            sled_cache_mib: (sled_cache_mib > 0).then_some(sled_cache_mib),
         };
         f.finish()?;
         Ok(opts)
@@ -193,6 +203,8 @@ async fn gets(
 #[derive(Debug, Default)]
 struct AtSize {
     secrets: u64,
+    load_rate: f64,
+    rss_loaded_mib: u64,
     warm: Option<(Summary, f64)>,
     cold: Option<(Summary, f64)>,
     rss_before_restart_mib: u64,
@@ -236,8 +248,9 @@ fn print_size(m: &AtSize) {
     let (w, wr) = m.warm.unwrap_or_default();
     let (c, cr) = m.cold.unwrap_or_default();
     println!(
-        "| {:>9} | {:>7.2} / {:>7.2} ({:>6.0}/s) | {:>7.2} / {:>7.2} ({:>6.0}/s) | {:>8.0} | {:>5} / {:>5} / {:>5} | {:>7.0} / {:>7.0} / {:>6.0} |",
+        "| {:>9} | {:>6.0} | {:>7.2} / {:>7.2} ({:>6.0}/s) | {:>7.2} / {:>7.2} ({:>6.0}/s) | {:>8.0} | {:>5} / {:>5} / {:>5} | {:>7.0} / {:>7.0} / {:>6.0} |",
         m.secrets,
+        m.load_rate,
         ms(w.p50),
         ms(w.p99),
         wr,
@@ -245,7 +258,7 @@ fn print_size(m: &AtSize) {
         ms(c.p99),
         cr,
         ms(m.restart),
-        m.rss_before_restart_mib,
+        m.rss_loaded_mib,
         m.rss_after_restart_mib,
         m.rss_after_gets_mib,
         mib(m.disk_total),
@@ -256,61 +269,86 @@ fn print_size(m: &AtSize) {
 
 async fn run(o: Opts) -> Result<bool> {
     println!("spike-scale: {o:?}");
-    let mut system = System::start(SystemSpec::default()).await?;
+    let mut spec = SystemSpec::default();
+    if let Some(mib) = o.sled_cache_mib {
+        spec.nexus_env.push(("SPIKE_NEXUS_SLED_CACHE_MIB".into(), mib.to_string()));
+    }
+    let mut system = System::start(spec).await?;
     let source = system.identity("pilot-superuser").await?;
     let url = system.nexus_url();
     let pid =
         |s: &System| s.nexus_pid().ok_or_else(|| BenchError("spike-nexus is not running".into()));
 
-    let far = Instant::now() + o.load_timeout;
-    let b = load(&url, &source, 0..o.baseline, o.load_clients, o.value_bytes, far, pid(&system)?)
+    let mut rows: Vec<AtSize> = Vec::new();
+    let mut loaded = 0;
+    let mut reached = true;
+    for &target in &o.sizes {
+        println!("loading secrets {loaded}..{target} ({} connections)", o.load_clients);
+        let started = Instant::now();
+        let deadline = started + o.load_timeout;
+        let size = load(
+            &url,
+            &source,
+            loaded..target,
+            o.load_clients,
+            o.value_bytes,
+            deadline,
+            pid(&system)?,
+        )
         .await?;
-    let small = measure(&mut system, &source, b, &o).await?;
+        let took = started.elapsed();
+        let rate = (size - loaded) as f64 / took.as_secs_f64();
+        let rss_loaded = procfs::sample(pid(&system)?).map_or(0, |s| s.rss_kib / 1024);
+        println!(
+            "loaded {} secrets ({} bytes each) in {:.1} s: {rate:.0} PUT/s; Nexus RSS {rss_loaded} MiB",
+            size - loaded,
+            o.value_bytes,
+            took.as_secs_f64()
+        );
+        loaded = size;
+        let mut m = measure(&mut system, &source, size, &o).await?;
+        m.load_rate = rate;
+        m.rss_loaded_mib = rss_loaded;
+        rows.push(m);
+        if size < target {
+            println!("INCOMPLETE: reached {size} of {target} secrets within {:?}", o.load_timeout);
+            reached = false;
+            break;
+        }
+    }
 
-    println!("loading secrets {b}..{} ({} connections)", o.count, o.load_clients);
-    let started = Instant::now();
-    let deadline = started + o.load_timeout;
-    let size =
-        load(&url, &source, b..o.count, o.load_clients, o.value_bytes, deadline, pid(&system)?)
-            .await?;
-    let took = started.elapsed();
-    let rate = (size - b) as f64 / took.as_secs_f64();
-    let rss_loaded = procfs::sample(pid(&system)?).map_or(0, |s| s.rss_kib / 1024);
     println!(
-        "loaded {} secrets ({} bytes each) in {:.1} s: {rate:.0} PUT/s; Nexus RSS {rss_loaded} MiB",
-        size - b,
-        o.value_bytes,
-        took.as_secs_f64()
+        "\n| secrets | load PUT/s | GET p50 / p99 ms, warm (req/s) | GET p50 / p99 ms, after restart (req/s) | restart→ready ms | RSS MiB: loaded / restarted / after GETs | disk MiB: total / sled / audit |"
     );
-    let large = measure(&mut system, &source, size, &o).await?;
-
-    println!(
-        "\n| secrets | GET p50 / p99 ms, warm (req/s) | GET p50 / p99 ms, after restart (req/s) | restart→ready ms | RSS MiB: loaded / restarted / after GETs | disk MiB: total / sled / audit |"
-    );
-    println!("|---|---|---|---|---|---|");
-    print_size(&small);
-    print_size(&large);
-    let ratio = |a: Duration, b: Duration| ms(a) / ms(b);
-    let (sw, lw) = (small.warm.unwrap_or_default().0, large.warm.unwrap_or_default().0);
-    let (sc, lc) = (small.cold.unwrap_or_default().0, large.cold.unwrap_or_default().0);
-    println!(
-        "\n{size} vs {b} secrets: GET p99 {:.2}x warm, {:.2}x after restart; restart→ready \
-         {:.1}x; RSS after restart {:.1}x; load {rate:.0} PUT/s over {} connections",
-        ratio(lw.p99, sw.p99),
-        ratio(lc.p99, sc.p99),
-        ratio(large.restart, small.restart),
-        large.rss_after_restart_mib as f64 / small.rss_after_restart_mib.max(1) as f64,
-        o.load_clients,
-    );
-    println!(
-        "disk per secret: {:.0} bytes (sled {:.0}, audit {:.0})",
-        large.disk_total as f64 / size as f64,
-        large.disk_sled as f64 / size as f64,
-        large.disk_audit as f64 / size as f64
-    );
-    let reached = size >= o.count;
-    if !reached {
-        println!("INCOMPLETE: reached {size} of {} secrets within {:?}", o.count, o.load_timeout);
+    println!("|---|---|---|---|---|---|---|");
+    for m in &rows {
+        print_size(m);
+    }
+    if let (Some(small), Some(large)) = (rows.first(), rows.last()) {
+        let ratio = |a: Duration, b: Duration| ms(a) / ms(b);
+        let (sw, lw) = (small.warm.unwrap_or_default().0, large.warm.unwrap_or_default().0);
+        let (sc, lc) = (small.cold.unwrap_or_default().0, large.cold.unwrap_or_default().0);
+        println!(
+            "\n{} vs {} secrets: GET p99 {:.2}x warm, {:.2}x after restart; restart→ready \
+             {:.1}x; RSS after the GETs {:.1}x; largest RSS seen {} MiB",
+            large.secrets,
+            small.secrets,
+            ratio(lw.p99, sw.p99),
+            ratio(lc.p99, sc.p99),
+            ratio(large.restart, small.restart),
+            large.rss_after_gets_mib as f64 / small.rss_after_gets_mib.max(1) as f64,
+            rows.iter()
+                .map(|m| m.rss_loaded_mib.max(m.rss_before_restart_mib).max(m.rss_after_gets_mib))
+                .max()
+                .unwrap_or(0),
+        );
+        println!(
+            "disk per secret at {}: {:.0} bytes (sled {:.0}, audit {:.0})",
+            large.secrets,
+            large.disk_total as f64 / large.secrets as f64,
+            large.disk_sled as f64 / large.secrets as f64,
+            large.disk_audit as f64 / large.secrets as f64
+        );
     }
     println!("\n{}", if reached { "PASS" } else { "FAIL" });
     system.shutdown().await;

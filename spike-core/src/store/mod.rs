@@ -45,7 +45,7 @@ pub use backend::{Backend, Batch, Commit};
 pub use memory::MemoryBackend;
 pub use policies::PolicyStore;
 #[cfg(feature = "sled")]
-pub use sled::SledBackend;
+pub use sled::{FlushStats, SledBackend};
 pub use vault::{
     ReencryptReport, Vault, open_keyring, pending_key_check_value, stored_key_check_value,
 };

@@ -44,11 +44,11 @@
 //! so after `destroy_all` and a re-create, a saved ciphertext of the old secret's version `n`
 //! does not open as the new secret's version `n`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,8 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 64;
 
 const INSTANCE_LEN: usize = 16;
 const LOCK_STRIPES: usize = 64;
+/// Most opened metadata records kept by [`MetaCache`] (a few hundred bytes each).
+pub const META_CACHE_ENTRIES: usize = 4096;
 const META_FORMAT: u8 = 1;
 
 /// A source of the current time, injectable so tests can pin timestamps.
@@ -350,6 +352,62 @@ pub struct SecretStore {
     keyring: SharedKeyring,
     config: SecretStoreConfig,
     locks: Arc<PathLocks>,
+    opened: Arc<MetaCache>,
+}
+
+/// Opened metadata records by path, each with the exact sealed bytes it was opened from and
+/// the keyring that opened them. A read that gets byte-for-byte the same record from the
+/// backend, with the same keyring, reuses the opened copy instead of decrypting and decoding
+/// it again (a GET's metadata read was half of its store work). Anything else — other bytes
+/// (a write here or by another replica, a rollback, tampering), another keyring — opens and
+/// authenticates the record as usual. Metadata holds no secret values. Bounded by
+/// [`META_CACHE_ENTRIES`]; when full, an arbitrary entry makes room.
+#[derive(Default)]
+struct MetaCache {
+    entries: Mutex<HashMap<String, OpenedMeta>>,
+}
+
+struct OpenedMeta {
+    sealed: Vec<u8>,
+    /// A `Weak` keeps the keyring's allocation, so its address cannot be reused by another.
+    ring: Weak<Keyring>,
+    meta: Arc<Meta>,
+}
+
+impl fmt::Debug for MetaCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MetaCache")
+    }
+}
+
+impl MetaCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, OpenedMeta>> {
+        // Every update is one insert or remove: consistent even after a panic elsewhere.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The opened copy of `sealed` at `path`, if it was opened by `ring`.
+    fn get(&self, path: &str, ring: &Arc<Keyring>, sealed: &[u8]) -> Option<Arc<Meta>> {
+        let entries = self.lock();
+        let hit = entries.get(path)?;
+        (hit.sealed == sealed && std::ptr::eq(hit.ring.as_ptr(), Arc::as_ptr(ring)))
+            .then(|| hit.meta.clone())
+    }
+
+    fn put(&self, path: &str, ring: &Arc<Keyring>, sealed: Vec<u8>, meta: Arc<Meta>) {
+        let mut entries = self.lock();
+        if entries.len() >= META_CACHE_ENTRIES && !entries.contains_key(path) {
+            let victim = entries.keys().next().cloned();
+            if let Some(victim) = victim {
+                entries.remove(&victim);
+            }
+        }
+        entries.insert(path.to_owned(), OpenedMeta { sealed, ring: Arc::downgrade(ring), meta });
+    }
+
+    fn forget(&self, path: &str) {
+        self.lock().remove(path);
+    }
 }
 
 /// Striped per-path write locks: an optimisation over the compare-and-swap, not a substitute.
@@ -396,7 +454,13 @@ impl SecretStore {
         keyring: SharedKeyring,
         config: SecretStoreConfig,
     ) -> Self {
-        Self { backend, keyring, config, locks: Arc::new(PathLocks::new()) }
+        Self {
+            backend,
+            keyring,
+            config,
+            locks: Arc::new(PathLocks::new()),
+            opened: Arc::new(MetaCache::default()),
+        }
     }
 
     /// The settings in use.
@@ -491,11 +555,11 @@ impl SecretStore {
 
     fn try_get(
         &self,
-        ring: &Keyring,
+        ring: &Arc<Keyring>,
         path: &str,
         version: Option<u64>,
     ) -> Result<Option<(u64, SecretValues)>, StoreError> {
-        let (_, meta) = self.load(ring, path)?.ok_or(StoreError::NotFound)?;
+        let meta = self.load_shared(ring, path)?.ok_or(StoreError::NotFound)?;
         let version = match version {
             None | Some(0) => meta.current(),
             Some(v) => v,
@@ -607,8 +671,8 @@ impl SecretStore {
         let path = path.as_str();
         for _ in 0..2 {
             let ring = self.keyring.current();
-            match self.load(&ring, path) {
-                Ok(Some((_, meta))) => return Ok(meta.to_public()),
+            match self.load_shared(&ring, path) {
+                Ok(Some(meta)) => return Ok(meta.to_public()),
                 Ok(None) => return Err(StoreError::NotFound),
                 Err(e) if self.keyring_moved(&ring, &e) => continue,
                 Err(e) => return Err(e),
@@ -643,13 +707,38 @@ impl SecretStore {
         Ok(paths)
     }
 
+    /// Reads the metadata record at `path` for reading only: the opened copy from
+    /// [`MetaCache`] when the backend's bytes are the ones it was opened from, else opened and
+    /// decoded here (and remembered).
+    fn load_shared(
+        &self,
+        ring: &Arc<Keyring>,
+        path: &str,
+    ) -> Result<Option<Arc<Meta>>, StoreError> {
+        let Some(raw) = self.backend.get(&keys::metadata(path))? else {
+            return Ok(None);
+        };
+        if let Some(meta) = self.opened.get(path, ring, &raw) {
+            return Ok(Some(meta));
+        }
+        let meta = Arc::new(self.open_meta(ring, path, &raw)?);
+        self.opened.put(path, ring, raw, meta.clone());
+        Ok(Some(meta))
+    }
+
     /// Reads and opens the metadata record at `path`: its raw bytes (for compare-and-swap)
     /// and its contents.
     fn load(&self, ring: &Keyring, path: &str) -> Result<Option<(Vec<u8>, Meta)>, StoreError> {
         let Some(raw) = self.backend.get(&keys::metadata(path))? else {
             return Ok(None);
         };
-        let plain = open_record(ring, RecordKind::SecretMetadata, path, 0, &raw)?;
+        let meta = self.open_meta(ring, path, &raw)?;
+        Ok(Some((raw, meta)))
+    }
+
+    /// Opens and decodes the sealed metadata record `raw` of `path`.
+    fn open_meta(&self, ring: &Keyring, path: &str, raw: &[u8]) -> Result<Meta, StoreError> {
+        let plain = open_record(ring, RecordKind::SecretMetadata, path, 0, raw)?;
         let meta: Meta = serde_json::from_slice(&plain).map_err(|_| {
             StoreError::Corrupt(CryptoError::Malformed("secret metadata record does not decode"))
         })?;
@@ -658,7 +747,7 @@ impl SecretStore {
                 "secret metadata record has an unknown format; upgrade spike-rs",
             )));
         }
-        Ok(Some((raw, meta)))
+        Ok(meta)
     }
 
     /// True when `e` is a keyring term unknown to `ring` that the keyring knows now (rotated
@@ -694,6 +783,7 @@ impl SecretStore {
             };
             let now = self.config.clock.now();
             let mut batch = Batch::new();
+            let mut written = None;
             let out = match step(&ring, meta, now, &mut batch)? {
                 Step::Done(out) => return Ok(out),
                 Step::Write(meta, out) => {
@@ -701,7 +791,8 @@ impl SecretStore {
                         StoreError::Invalid("secret metadata could not be encoded".into())
                     })?;
                     let sealed = seal_record(&ring, RecordKind::SecretMetadata, path, 0, &json)?;
-                    batch.put_owned(meta_key.clone(), sealed);
+                    batch.put_owned(meta_key.clone(), sealed.clone());
+                    written = Some((sealed, meta));
                     out
                 }
                 Step::Remove(out) => {
@@ -710,9 +801,23 @@ impl SecretStore {
                 }
             };
             batch.expect(&meta_key, raw.as_deref());
-            match self.backend.commit(&batch)? {
-                Commit::Applied => return Ok(out),
-                Commit::Conflict => backoff(attempt),
+            match self.backend.commit(&batch) {
+                Ok(Commit::Applied) => {
+                    // The next read of these exact bytes needs no open (see MetaCache).
+                    match written {
+                        Some((sealed, meta)) => {
+                            self.opened.put(path, &ring, sealed, Arc::new(meta))
+                        }
+                        None => self.opened.forget(path),
+                    }
+                    return Ok(out);
+                }
+                Ok(Commit::Conflict) => backoff(attempt),
+                Err(e) => {
+                    // Unknown whether it was applied: the next read opens whatever is there.
+                    self.opened.forget(path);
+                    return Err(e);
+                }
             }
         }
         Err(StoreError::Contention { attempts })

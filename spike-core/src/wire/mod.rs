@@ -715,21 +715,31 @@ pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> 
 }
 
 /// Encodes a body exactly as Go's `json.Marshal` would (compact, HTML-escaped), into a buffer
-/// that is sized once (no reallocation leaves copies behind) and zeroized on drop.
+/// that is zeroized on drop, and whose earlier, smaller allocations were zeroized before they
+/// were freed (no reallocation leaves copies of a secret behind).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
-    let mut counter = ByteCounter(0);
-    value.serialize(&mut serde_json::Serializer::with_formatter(&mut counter, GoFormatter))?;
-    let mut buf = Zeroizing::new(Vec::with_capacity(counter.0));
-    value.serialize(&mut serde_json::Serializer::with_formatter(&mut *buf, GoFormatter))?;
-    Ok(buf)
+    let mut out = ZeroizingWriter(Zeroizing::new(Vec::with_capacity(ENCODE_START)));
+    value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, GoFormatter))?;
+    Ok(out.0)
 }
 
-/// Counts bytes, so [`encode`] can allocate its output once.
-struct ByteCounter(usize);
+/// First capacity of an [`encode`] buffer: most bodies fit, larger ones grow by doubling.
+const ENCODE_START: usize = 2048;
 
-impl io::Write for ByteCounter {
+/// A growable buffer that moves to a larger allocation by itself, zeroizing the old one, so
+/// no copy of what it held is left in freed memory.
+struct ZeroizingWriter(Zeroizing<Vec<u8>>);
+
+impl io::Write for ZeroizingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len();
+        let needed = self.0.len() + buf.len();
+        if needed > self.0.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(2 * self.0.capacity())));
+            bigger.extend_from_slice(&self.0);
+            // The old allocation is zeroized when it drops here.
+            self.0 = bigger;
+        }
+        self.0.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -749,6 +759,12 @@ impl serde_json::ser::Formatter for GoFormatter {
         fragment: &str,
     ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
+        // Fast path: most strings hold none of the bytes that can start an escape (`<`, `>`,
+        // `&`, and 0xE2, the lead byte of U+2028 and U+2029); checked 16 bytes at a time so
+        // the compiler can vectorise it.
+        if !bytes.chunks(16).any(|chunk| chunk.iter().fold(false, |hit, &b| hit | may_escape(b))) {
+            return writer.write_all(bytes);
+        }
         let mut start = 0;
         for (i, ch) in fragment.char_indices() {
             let escaped: &[u8] = match ch {
@@ -765,6 +781,12 @@ impl serde_json::ser::Formatter for GoFormatter {
         }
         writer.write_all(&bytes[start..])
     }
+}
+
+/// True for a byte that starts a character Go escapes in strings: `<`, `>`, `&`, or 0xE2 (the
+/// first byte of U+2028 and U+2029, and of other characters, which the slow path tells apart).
+fn may_escape(b: u8) -> bool {
+    b == b'<' || b == b'>' || b == b'&' || b == 0xE2
 }
 
 /// Go's zero `time.Time`, which zero-valued structs marshal as `"0001-01-01T00:00:00Z"`.

@@ -106,6 +106,9 @@ pub struct NexusConfig {
     pub keeper_timeout: Duration,
     /// PostgreSQL settings, for [`BackendKind::Postgres`] (`SPIKE_NEXUS_POSTGRES_*`).
     pub postgres: Option<PostgresSettings>,
+    /// Limit of sled's page cache in bytes, for [`BackendKind::Sled`]
+    /// (`SPIKE_NEXUS_SLED_CACHE_MIB`; extension).
+    pub sled_cache_bytes: u64,
     /// With a backend shared by several replicas: the longest time a policy change made
     /// through another replica takes to apply here (`SPIKE_NEXUS_POLICY_REFRESH`; extension).
     pub policy_refresh: Duration,
@@ -148,6 +151,7 @@ impl NexusConfig {
             recovery_max_interval: DEFAULT_RECOVERY_MAX_INTERVAL,
             keeper_timeout: DEFAULT_KEEPER_TIMEOUT,
             postgres: None,
+            sled_cache_bytes: spike_core::store::sled::DEFAULT_CACHE_BYTES,
             policy_refresh: DEFAULT_POLICY_REFRESH,
             rollback_checkpoint_interval: DEFAULT_ROLLBACK_CHECKPOINT_INTERVAL,
         }
@@ -262,6 +266,10 @@ pub struct NexusArgs {
     /// Time allowed to connect to PostgreSQL (and to wait for a pooled connection), e.g. "5s".
     #[arg(long, env = "SPIKE_NEXUS_POSTGRES_CONNECT_TIMEOUT", default_value = "5s")]
     pub postgres_connect_timeout: String,
+    /// With sled: most memory, in MiB, sled's page cache keeps (records beyond it are read
+    /// from disk when needed).
+    #[arg(long, env = "SPIKE_NEXUS_SLED_CACHE_MIB", default_value = "64")]
+    pub sled_cache_mib: String,
     /// With postgres: longest delay before a policy changed on another replica applies here.
     #[arg(long, env = "SPIKE_NEXUS_POLICY_REFRESH", default_value = "1s")]
     pub policy_refresh: String,
@@ -467,6 +475,12 @@ impl TryFrom<NexusArgs> for NexusConfig {
             recovery_max_interval,
             keeper_timeout,
             postgres,
+            sled_cache_bytes: parse_bounded(
+                "SPIKE_NEXUS_SLED_CACHE_MIB",
+                &a.sled_cache_mib,
+                4,
+                1 << 20,
+            )? << 20,
             policy_refresh,
             rollback_checkpoint_interval,
         })

@@ -312,7 +312,8 @@ impl NexusState {
         let backend: Arc<dyn Backend> = match config.backend {
             BackendKind::Memory => Arc::new(MemoryBackend::new()),
             BackendKind::Sled => Arc::new(
-                SledBackend::open(config.data_dir.join("sled")).map_err(spike_core::Error::from)?,
+                SledBackend::open_with_cache(config.data_dir.join("sled"), config.sled_cache_bytes)
+                    .map_err(spike_core::Error::from)?,
             ),
             BackendKind::Postgres => {
                 let settings = config.postgres.as_ref().ok_or_else(|| {
