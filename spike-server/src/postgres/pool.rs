@@ -1,102 +1,139 @@
-//! A small, bounded pool of synchronous PostgreSQL connections.
+//! A small, bounded pool of asynchronous PostgreSQL connections, each with its statements
+//! prepared once.
 //!
 //! At most `size` connections exist at once; a caller waits (up to the connect timeout) for one
 //! to come back when all are in use. A connection that failed or was closed by the server is
 //! dropped instead of returned, and the next caller opens a fresh one, so a database restart
-//! costs the requests in flight, not the pool.
+//! costs the requests in flight, not the pool. Each connection's I/O task runs on the runtime
+//! the backend was opened on (Nexus's own), and every statement the backend runs is prepared
+//! when the connection opens (pipelined: one round trip), so afterwards each statement costs
+//! one round trip, not a parse round trip plus an execute round trip.
 
-use std::ops::{Deref, DerefMut};
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use postgres::Client;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::{Client, Statement};
 
-use super::{PgError, Target};
+use super::{PgError, Target, query};
+
+/// The statements the backend runs, prepared on one connection.
+pub(super) struct Statements {
+    /// `key` → `value`.
+    pub(super) get: Statement,
+    /// Keys and values in `[$1, $2)`.
+    pub(super) scan_range: Statement,
+    /// Keys and values from `$1` on.
+    pub(super) scan_from: Statement,
+    /// Keys in `[$1, $2)`.
+    pub(super) keys_range: Statement,
+    /// Keys from `$1` on.
+    pub(super) keys_from: Statement,
+    /// Starts a commit's transaction.
+    pub(super) begin: Statement,
+    /// Takes the advisory locks of the keys `$1`, in the array's order, until the transaction
+    /// ends (a function scan yields the array's elements in order, one lock call per row).
+    pub(super) lock: Statement,
+    /// Checks the preconditions and, if they hold, applies the writes and counts them.
+    pub(super) apply: Statement,
+    /// Ends a commit's transaction.
+    pub(super) commit: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+        // Polled together, the Parse messages go out back to back: one round trip in all.
+        let (get, scan_range, scan_from, keys_range, keys_from, begin, lock, apply, commit) = futures::try_join!(
+            client.prepare("SELECT value FROM spike_kv WHERE key = $1"),
+            client.prepare(
+                "SELECT key, value FROM spike_kv WHERE key >= $1 AND key < $2 ORDER BY key"
+            ),
+            client.prepare("SELECT key, value FROM spike_kv WHERE key >= $1 ORDER BY key"),
+            client.prepare("SELECT key FROM spike_kv WHERE key >= $1 AND key < $2 ORDER BY key"),
+            client.prepare("SELECT key FROM spike_kv WHERE key >= $1 ORDER BY key"),
+            client.prepare("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            client.prepare(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k"
+            ),
+            client.prepare(super::APPLY),
+            client.prepare("COMMIT"),
+        )?;
+        Ok(Self { get, scan_range, scan_from, keys_range, keys_from, begin, lock, apply, commit })
+    }
+}
+
+/// One open connection and its prepared statements.
+pub(super) struct Conn {
+    pub(super) client: Client,
+    pub(super) statements: Statements,
+}
 
 /// Connections to one database, shared by every thread of a Nexus replica.
 pub(super) struct Pool {
     target: Target,
     size: usize,
     wait: Duration,
-    state: Mutex<PoolState>,
-    returned: Condvar,
-}
-
-struct PoolState {
-    idle: Vec<Client>,
-    /// Connections handed out plus idle ones.
-    open: usize,
+    /// One permit per connection that may exist.
+    permits: Semaphore,
+    idle: Mutex<Vec<Conn>>,
 }
 
 impl Pool {
     pub(super) fn new(target: Target, size: usize, wait: Duration) -> Self {
-        Self {
-            target,
-            size: size.max(1),
-            wait,
-            state: Mutex::new(PoolState { idle: Vec::new(), open: 0 }),
-            returned: Condvar::new(),
-        }
+        let size = size.max(1);
+        Self { target, size, wait, permits: Semaphore::new(size), idle: Mutex::new(Vec::new()) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        // Two integers and a Vec updated together under the lock: consistent even if poisoned.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        // A Vec pushed and popped whole under the lock: consistent even if poisoned.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes every idle connection out of the pool (to close them somewhere safe).
-    pub(super) fn drain(&self) -> Vec<Client> {
-        let mut state = self.lock();
-        state.open -= state.idle.len();
-        std::mem::take(&mut state.idle)
+    /// Takes every idle connection out of the pool (to close them).
+    pub(super) fn drain(&self) -> Vec<Conn> {
+        std::mem::take(&mut *self.idle())
     }
 
     /// A connection for one operation; it goes back to the pool when dropped.
-    pub(super) fn get(&self) -> Result<Pooled<'_>, PgError> {
-        let deadline = Instant::now() + self.wait;
-        let mut state = self.lock();
-        loop {
-            while let Some(client) = state.idle.pop() {
-                if client.is_closed() {
-                    state.open -= 1;
-                    continue;
-                }
-                return Ok(Pooled { pool: self, client: Some(client), broken: false });
-            }
-            if state.open < self.size {
-                state.open += 1;
-                drop(state);
-                return match self.target.connect() {
-                    Ok(client) => Ok(Pooled { pool: self, client: Some(client), broken: false }),
-                    Err(e) => {
-                        self.lock().open -= 1;
-                        self.returned.notify_one();
-                        Err(e)
-                    }
-                };
-            }
-            let now = Instant::now();
-            if now >= deadline {
+    pub(super) async fn get(&self) -> Result<Pooled<'_>, PgError> {
+        // A free connection is the common case: skip arming a timer for it.
+        let free = self.permits.try_acquire().ok();
+        let permit = match free {
+            Some(permit) => Ok(Ok(permit)),
+            None => tokio::time::timeout(self.wait, self.permits.acquire()).await,
+        };
+        let permit = match permit {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; treat it like a timeout anyway.
+            Ok(Err(_)) | Err(_) => {
                 return Err(PgError::Unavailable(format!(
                     "all {} PostgreSQL connections stayed busy for {:?}; raise \
                      SPIKE_NEXUS_POSTGRES_POOL_SIZE or check for slow queries",
                     self.size, self.wait
                 )));
             }
-            state = self
-                .returned
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        };
+        loop {
+            let Some(conn) = self.idle().pop() else { break };
+            if !conn.client.is_closed() {
+                return Ok(Pooled { pool: self, conn: Some(conn), broken: false, _permit: permit });
+            }
         }
+        let (client, _io) = self.target.connect().await?;
+        let statements =
+            Statements::prepare(&client).await.map_err(query("preparing statements"))?;
+        let conn = Conn { client, statements };
+        Ok(Pooled { pool: self, conn: Some(conn), broken: false, _permit: permit })
     }
 }
 
 /// A pooled connection; marks itself broken on errors that may have left it unusable.
 pub(super) struct Pooled<'a> {
     pool: &'a Pool,
-    client: Option<Client>,
+    conn: Option<Conn>,
     broken: bool,
+    /// Released after the connection is back in the pool (fields drop after `Drop::drop`).
+    _permit: SemaphorePermit<'a>,
 }
 
 impl Pooled<'_> {
@@ -104,31 +141,18 @@ impl Pooled<'_> {
     pub(super) fn discard(&mut self) {
         self.broken = true;
     }
-}
 
-impl Deref for Pooled<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client.as_ref().unwrap_or_else(|| unreachable!("taken only on drop"))
-    }
-}
-
-impl DerefMut for Pooled<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().unwrap_or_else(|| unreachable!("taken only on drop"))
+    /// The connection.
+    pub(super) fn conn(&self) -> &Conn {
+        self.conn.as_ref().unwrap_or_else(|| unreachable!("taken only on drop"))
     }
 }
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
-        let mut state = self.pool.lock();
-        if self.broken || client.is_closed() {
-            state.open -= 1;
-        } else {
-            state.idle.push(client);
+        let Some(conn) = self.conn.take() else { return };
+        if !self.broken && !conn.client.is_closed() {
+            self.pool.idle().push(conn);
         }
-        drop(state);
-        self.pool.returned.notify_one();
     }
 }

@@ -37,7 +37,7 @@ pub(super) fn client_tls(ca_file: &Path) -> Result<rustls::ClientConfig, PgError
 /// The message for a failed connection: the driver's own, except when [`PgServerVerifier`]
 /// refused the server's chain for a CA's path length, which the driver would print as a debug
 /// dump of the error.
-pub(super) fn connect_failure(e: &postgres::Error) -> String {
+pub(super) fn connect_failure(e: &tokio_postgres::Error) -> String {
     match path_len_rejection(e) {
         Some(exceeded) => format!(
             "error performing TLS handshake: the server's certificate chain is refused: \
@@ -49,9 +49,9 @@ pub(super) fn connect_failure(e: &postgres::Error) -> String {
     }
 }
 
-/// Our path length rejection inside a driver error: postgres::Error → io::Error (from
+/// Our path length rejection inside a driver error: tokio_postgres::Error → io::Error (from
 /// tokio-rustls) → rustls::Error → [`PathLenExceeded`].
-fn path_len_rejection(e: &postgres::Error) -> Option<&PathLenExceeded> {
+fn path_len_rejection(e: &tokio_postgres::Error) -> Option<&PathLenExceeded> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(mut err) = next {
         // io::Error::source skips the error it wraps, so look inside explicitly.

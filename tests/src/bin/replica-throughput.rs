@@ -1,11 +1,13 @@
 //! `replica-throughput`: GET and PUT throughput through 1 and through 3 Nexus replicas sharing
-//! one PostgreSQL server, in the same process run, reported as absolute figures and as the
-//! 3-replica / 1-replica ratio.
+//! one PostgreSQL server, and through one Nexus on its own sled store as the baseline, in the
+//! same process run; reported as absolute figures, as the 3-replica / 1-replica ratio and as
+//! the PostgreSQL / sled ratio (issue 15: a PostgreSQL GET should reach 0.6x a sled GET).
 //!
 //! For each replica count: a fresh PostgreSQL server (loopback), 3 Keepers, the replicas,
 //! bootstrap; then `CLIENTS` SDK clients (mTLS, keep-alive), spread round-robin over the
 //! replicas, each looping for `SECONDS` on GET of 100 pre-written secrets, then on PUT of
-//! their own paths. Every error is counted and fails the run. Everything is bounded in time.
+//! their own paths. The sled baseline is the same with 3 Keepers and one Nexus on sled. Every
+//! error is counted and fails the run. Everything is bounded in time.
 //!
 //! ```sh
 //! cargo run --release -p spike-e2e --bin replica-throughput             # 32 clients, 5 s
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use spike_core::secret::SecretValues;
 use spike_e2e::postgres::ReplicaSystem;
-use spike_e2e::{ClusterSpec, HarnessError};
+use spike_e2e::{Cluster, ClusterSpec, HarnessError};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,11 +64,9 @@ struct Phase {
 }
 
 async fn run(clients: usize, length: Duration) -> Result<(), HarnessError> {
-    let mut results = Vec::new();
-    for replicas in [1, 3] {
-        let (get, put) = measure(replicas, clients, length).await?;
+    let report = |what: &str, (get, put): (Phase, Phase)| {
         println!(
-            "{replicas} replica(s), {clients} clients, {}s each: GET {:.0}/s (p50 {:?}, p99 {:?}); \
+            "{what}, {clients} clients, {}s each: GET {:.0}/s (p50 {:?}, p99 {:?}); \
              PUT {:.0}/s (p50 {:?}, p99 {:?})",
             length.as_secs(),
             get.per_second,
@@ -76,13 +76,25 @@ async fn run(clients: usize, length: Duration) -> Result<(), HarnessError> {
             put.p50,
             put.p99
         );
-        results.push((get, put));
+    };
+    let mut results = Vec::new();
+    for replicas in [1, 3] {
+        let figures = measure(replicas, clients, length).await?;
+        report(&format!("{replicas} replica(s)"), figures);
+        results.push(figures);
     }
+    let sled = measure_sled(clients, length).await?;
+    report("sled, 1 Nexus", sled);
     let (one, three) = (results[0], results[1]);
     println!(
         "ratio 3 replicas / 1 replica: GET {:.2}, PUT {:.2}",
         three.0.per_second / one.0.per_second,
         three.1.per_second / one.1.per_second
+    );
+    println!(
+        "ratio PostgreSQL 1 replica / sled: GET {:.2}, PUT {:.2}",
+        one.0.per_second / sled.0.per_second,
+        one.1.per_second / sled.1.per_second
     );
     Ok(())
 }
@@ -91,35 +103,57 @@ fn value(v: &str) -> SecretValues {
     [("value", v)].into_iter().collect()
 }
 
-async fn measure(
-    replicas: usize,
-    clients: usize,
-    length: Duration,
-) -> Result<(Phase, Phase), HarnessError> {
-    // One caller identity drives all the load: lift the per-caller rate limit out of the way.
-    let spec = ClusterSpec {
+/// One caller identity drives all the load: lift the per-caller rate limit out of the way.
+fn spec() -> ClusterSpec {
+    ClusterSpec {
         log_level: "warn".into(),
         nexus_env: [("SPIKE_NEXUS_RATE_LIMIT".to_owned(), "1000000".to_owned())]
             .into_iter()
             .collect(),
         ..ClusterSpec::default()
-    };
-    let system = ReplicaSystem::start(spec, replicas).await?;
+    }
+}
+
+async fn measure(
+    replicas: usize,
+    clients: usize,
+    length: Duration,
+) -> Result<(Phase, Phase), HarnessError> {
+    let system = ReplicaSystem::start(spec(), replicas).await?;
     let mut sdk = Vec::new();
     for i in 0..clients {
         sdk.push(system.replicas[i % replicas].client(&system.cluster, "pilot-superuser").await?);
     }
+    load(&sdk, length).await
+}
+
+/// The baseline: the same load on one Nexus with its own sled store.
+async fn measure_sled(clients: usize, length: Duration) -> Result<(Phase, Phase), HarnessError> {
+    let mut cluster = Cluster::new(spec()).await?;
+    cluster.start_bootstrapped(Duration::from_secs(60)).await?;
+    let mut sdk = Vec::new();
+    for _ in 0..clients {
+        sdk.push(cluster.client("pilot-superuser").await?);
+    }
+    load(&sdk, length).await
+}
+
+/// Seeds 100 secrets, then runs the GET phase and the PUT phase.
+async fn load(
+    sdk: &[spike_client::Spike],
+    length: Duration,
+) -> Result<(Phase, Phase), HarnessError> {
     for i in 0..100 {
         sdk[0]
             .put_secret(&format!("bench/read/{i}"), value("x".repeat(64).as_str()))
             .await
             .map_err(|e| HarnessError(format!("seeding: {e}")))?;
     }
-    let get = phase(&sdk, length, |client, n, i| async move {
+    let get = phase(sdk, length, |client, n, i| async move {
         client.get_secret(&format!("bench/read/{}", (n * 7 + i) % 100)).await.map(drop)
     })
     .await?;
-    let put = phase(&sdk, length, |client, n, i| async move {
+    let put = phase(sdk, length, |client, n, i| async move {
         client
             .put_secret(&format!("bench/write/{n}/{}", i % 20), value("y".repeat(64).as_str()))
             .await
