@@ -8,7 +8,10 @@
 //! writers share flushes.
 //!
 //! Usage: `cargo run --release -p spike-benches --bin nexus-cost -- [ROUNDS]` (default 5 rounds
-//! of 2,000 requests per scenario). Bounded in count.
+//! of 2,000 requests per scenario). Bounded in count. Two investigation modes:
+//! `NEXUS_COST_PROFILE_GET=1` runs 100,000 memory GETs only (for `perf record`), and
+//! `NEXUS_COST_SLED_RSS=N` (with `NEXUS_COST_SLED_MIB`, default 64) puts N secrets straight into
+//! a sled store from 16 threads, printing this process's RSS every 20,000.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -152,6 +155,41 @@ fn store_puts(dir: &std::path::Path) -> (f64, spike_core::store::FlushStats) {
     )
 }
 
+/// Investigation aid: RSS of this process while `n` secrets go into a sled store directly.
+fn sled_rss(dir: &std::path::Path, n: usize) {
+    use spike_core::store::{SledBackend, Vault};
+    let mib =
+        std::env::var("NEXUS_COST_SLED_MIB").ok().and_then(|m| m.parse::<u64>().ok()).unwrap_or(64);
+    let sled = Arc::new(SledBackend::open_with_cache(dir, mib << 20).expect("sled"));
+    let vault = Arc::new(Vault::open(sled, &RootKey::generate().expect("rng")).expect("vault"));
+    let threads: Vec<_> = (0..16)
+        .map(|w| {
+            let vault = vault.clone();
+            std::thread::spawn(move || {
+                for i in (w..n).step_by(16) {
+                    let path = SecretPath::parse(&format!("scale/s{i:08}")).expect("path");
+                    let values: SecretValues = [(
+                        "v",
+                        format!("{i:08}-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"),
+                    )]
+                    .into_iter()
+                    .collect();
+                    vault.secrets().put(&path, &values, &PutOptions::new()).expect("put");
+                    if w == 0 && i % 20_000 == 0 {
+                        let rss = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                        let rss =
+                            rss.lines().find(|l| l.starts_with("VmRSS")).unwrap_or("").to_owned();
+                        println!("{i}: {rss}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -166,6 +204,11 @@ async fn main() {
     let memory = nexus(&dir.path().join("memory"), BackendKind::Memory);
     let sled = nexus(&dir.path().join("sled"), BackendKind::Sled);
     let apps = [("bare", &bare), ("memory", &memory), ("sled", &sled)];
+    if let Some(n) = std::env::var("NEXUS_COST_SLED_RSS").ok().and_then(|n| n.parse::<usize>().ok())
+    {
+        sled_rss(&dir.path().join("rss"), n);
+        return;
+    }
     if std::env::var_os("NEXUS_COST_PROFILE_GET").is_some() {
         time(&memory, 100_000, |_| request("get", get_body())).await;
         return;
