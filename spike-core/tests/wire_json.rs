@@ -396,9 +396,8 @@ fn large_bodies_encode_exactly_with_escapes_at_any_position() {
             values: Some(values(&[("k", value.as_str())])),
             ..Default::default()
         };
-        let expected = format!(
-            r#"{{"path":"p","values":{{"k":"\u003c{plain}\u0026\u2028€{plain}\u003e"}}}}"#
-        );
+        let expected =
+            format!(r#"{{"path":"p","values":{{"k":"\u003c{plain}\u0026\u2028€{plain}\u003e"}}}}"#);
         assert_eq!(json(&put), expected, "length {len}");
     }
 }
