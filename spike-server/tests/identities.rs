@@ -10,10 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::CertificateDer;
 use spiffe::{TrustDomain, X509Bundle, X509BundleSet, X509Svid};
 use spike_client::identity::{Identity, IdentitySource, SvidChoice};
@@ -55,13 +52,7 @@ fn ca(trust_domain: &'static str) -> Ca {
 /// (each its own trust domain's bundle, as the Workload API hands out federated bundles).
 fn identity(issuer: &Ca, spiffe_id: &str, trusts: &[&Ca]) -> IdentitySource {
     let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "test leaf");
-    params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let params = support::leaf_svid_params(spiffe_id);
     let cert = params.signed_by(&key, &issuer.issuer).unwrap();
     let svid = X509Svid::parse_from_der(cert.der(), &key.serialize_der()).unwrap();
     let mut bundles = X509BundleSet::new();

@@ -3,15 +3,14 @@
 //! certificates (rcgen, and the dev agent for Nexus). A resumed connection runs no certificate
 //! verifier, so each test pins one of the checks that stand in for it.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::HandshakeKind;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
 use spiffe::{TrustDomain, X509Bundle, X509BundleSet, X509Svid};
@@ -61,13 +60,7 @@ struct Leaf {
 /// An X509-SVID for `spiffe_id` from `ca`, valid from an hour ago for `valid_for`.
 fn svid(ca: &TestCa, spiffe_id: &str, valid_for: Duration) -> Leaf {
     let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "test leaf");
-    params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let mut params = support::leaf_svid_params(spiffe_id);
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + valid_for;

@@ -50,3 +50,18 @@ pub async fn post_as(app: Router, caller: &str, uri: &str, body: &str) -> (Statu
     let (status, bytes) = post_bytes_as(app, caller, uri, body.as_bytes().to_vec()).await;
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// Certificate parameters of a leaf X509-SVID for `spiffe_id`, as SPIRE issues them: the ID as
+/// the only URI SAN, not a CA, digital signature, client and server authentication. Callers
+/// set the validity and sign.
+pub fn leaf_svid_params(spiffe_id: &str) -> rcgen::CertificateParams {
+    use rcgen::{DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType};
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "test leaf");
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params
+}
