@@ -74,7 +74,8 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 64;
 
 const INSTANCE_LEN: usize = 16;
 const LOCK_STRIPES: usize = 64;
-/// Most opened metadata records kept by [`MetaCache`] (a few hundred bytes each).
+/// Most opened metadata records a [`SecretStore`] keeps to skip re-opening them (a few hundred
+/// bytes each).
 pub const META_CACHE_ENTRIES: usize = 4096;
 const META_FORMAT: u8 = 1;
 
