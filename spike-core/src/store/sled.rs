@@ -48,7 +48,7 @@ use crate::error::{StoreError, is_out_of_space};
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Default limit of sled's page cache, in bytes (`SPIKE_NEXUS_SLED_CACHE_MIB` sets Nexus's).
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 /// Longest time a flush leader waits for writers that are applying their batches to join its
 /// flush (see the module docs). Applying takes microseconds; the cap only matters when sled's

@@ -268,7 +268,7 @@ pub struct NexusArgs {
     pub postgres_connect_timeout: String,
     /// With sled: most memory, in MiB, sled's page cache keeps (records beyond it are read
     /// from disk when needed).
-    #[arg(long, env = "SPIKE_NEXUS_SLED_CACHE_MIB", default_value = "64")]
+    #[arg(long, env = "SPIKE_NEXUS_SLED_CACHE_MIB", default_value = "16")]
     pub sled_cache_mib: String,
     /// With postgres: longest delay before a policy changed on another replica applies here.
     #[arg(long, env = "SPIKE_NEXUS_POLICY_REFRESH", default_value = "1s")]
