@@ -816,14 +816,17 @@ fn routes_have_spikes_paths_and_actions() {
         (Route::KeeperContribute, "/v1/store/contribute"),
         (Route::KeeperShard, "/v1/store/shard"),
         (Route::KeeperCheckpoint, "/v1/store/checkpoint"),
+        (Route::ImportSecret, "/v1/operator/import/secret"),
+        (Route::ImportPolicy, "/v1/operator/import/policy"),
+        (Route::ImportCipherKey, "/v1/operator/import/cipher-key"),
     ] {
         assert_eq!(route.path_and_query(), pq);
         let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
         assert_eq!(Route::resolve(route.service(), "POST", path, query), Some(route), "{pq}");
     }
-    assert_eq!(Route::ALL.len(), 20);
+    assert_eq!(Route::ALL.len(), 23);
     assert!(Route::SecretDestroy.is_extension() && Route::OperatorRotate.is_extension());
-    assert!(Route::KeeperCheckpoint.is_extension());
+    assert!(Route::KeeperCheckpoint.is_extension() && Route::ImportSecret.is_extension());
     assert!(!Route::SecretPut.is_extension());
 }
 

@@ -5,11 +5,13 @@
 //! - [`keyring`]: data-encryption keys with term numbers, wrapped under the root key, rotated
 //!   online;
 //! - [`service`]: the AEAD behind SPIKE's encryption-as-a-service routes.
+//! - [`spike_legacy`]: opening what SPIKE (Go) sealed, to import its store and ciphertexts;
 //! - [`derive_key`]: purpose-separated keys derived from the root key (e.g. the cipher API key).
 
 pub mod aead;
 pub mod keyring;
 pub mod service;
+pub mod spike_legacy;
 
 pub use aead::{Aad, RecordKind};
 pub use keyring::Keyring;

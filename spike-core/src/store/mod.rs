@@ -23,6 +23,7 @@
 //! | `sys/kcv` | key check value: HMAC of a label under the root key | not encrypted |
 //! | `sys/policy-gen` | random token replaced on every policy change | not encrypted |
 //! | `sys/cipher-key` | the cipher service's key wrapped under the root key | `Cipher`, `cipher-key`, 0 |
+//! | `sys/cipher-legacy` | SPIKE's cipher key after `import-spike`, sealed under the keyring | `Cipher`, `spike-legacy-cipher-key`, 0 |
 //! | `sys/root-pending` | during a root-key rotation: the new key's check value, keyring and cipher key | (see [`Vault::rotate_root`]) |
 //!
 //! Secret keys are parsed from the end (`/m`, or `/v/` plus exactly 20 digits), so the mapping
@@ -50,8 +51,8 @@ pub use vault::{
     ReencryptReport, Vault, open_keyring, pending_key_check_value, stored_key_check_value,
 };
 pub use versioned::{
-    Clock, ManualClock, PutOptions, SecretMetadata, SecretStore, SecretStoreConfig, SystemClock,
-    VersionMetadata,
+    Clock, Imported, ImportedSecret, ImportedVersion, ManualClock, PutOptions, SecretMetadata,
+    SecretStore, SecretStoreConfig, SystemClock, VersionMetadata,
 };
 
 use crate::crypto::{Keyring, RecordKind};
@@ -77,6 +78,9 @@ pub mod keys {
     pub const CIPHER_KEY: &str = "sys/cipher-key";
     /// A root-key rotation in progress (see [`crate::store::Vault::rotate_root`]).
     pub const ROOT_PENDING: &str = "sys/root-pending";
+    /// SPIKE's cipher key after an import, sealed under the keyring (see
+    /// [`crate::store::Vault::legacy_cipher_key`]).
+    pub const LEGACY_CIPHER_KEY: &str = "sys/cipher-legacy";
 
     const META_SUFFIX: &str = "/m";
     const VERSION_INFIX: &str = "/v/";

@@ -43,6 +43,8 @@ use crate::error::{CryptoError, Error, StoreError};
 use crate::secret::{DataKey, KEY_LEN, RootKey};
 use crate::shamir;
 
+mod legacy_cipher;
+
 const KCV_FORMAT: u8 = 1;
 const PENDING_FORMAT: u8 = 1;
 /// The name the cipher key is bound to when wrapped (associated data).

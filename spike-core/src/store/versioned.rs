@@ -62,6 +62,10 @@ use crate::error::{CryptoError, StoreError};
 use crate::path::SecretPath;
 use crate::secret::{SecretValues, fill_random};
 
+mod import;
+
+pub use import::{Imported, ImportedSecret, ImportedVersion};
+
 /// SPIKE's default for `SPIKE_NEXUS_MAX_SECRET_VERSIONS`.
 pub const DEFAULT_MAX_VERSIONS: NonZeroU32 = match NonZeroU32::new(10) {
     Some(n) => n,
@@ -258,6 +262,17 @@ struct Meta {
     max_versions: u32,
     versions: BTreeMap<u64, MetaVersion>,
     custom: BTreeMap<String, String>,
+    /// Counters an import carried over verbatim where they differ from the computed ones
+    /// (see [`import`]); dropped by the secret's next change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reported: Option<Reported>,
+}
+
+/// A source store's `current_version` and `oldest_version`, as it reported them.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Reported {
+    current: u64,
+    oldest: u64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -281,6 +296,7 @@ impl Meta {
             max_versions: DEFAULT_MAX_VERSIONS.get(),
             versions: BTreeMap::new(),
             custom: BTreeMap::new(),
+            reported: None,
         })
     }
 
@@ -289,11 +305,17 @@ impl Meta {
     }
 
     fn current(&self) -> u64 {
-        self.readable().next_back().unwrap_or(0)
+        match self.reported {
+            Some(r) => r.current,
+            None => self.readable().next_back().unwrap_or(0),
+        }
     }
 
     fn oldest(&self) -> u64 {
-        self.readable().next().unwrap_or(0)
+        match self.reported {
+            Some(r) => r.oldest,
+            None => self.readable().next().unwrap_or(0),
+        }
     }
 
     fn to_public(&self) -> SecretMetadata {
@@ -510,6 +532,7 @@ impl SecretStore {
             meta.latest = version;
             meta.updated = now;
             meta.max_versions = max;
+            meta.reported = None;
             meta.versions.insert(version, MetaVersion { created: now, deleted: None });
             if let Some(custom) = &options.custom_metadata {
                 meta.custom = custom.clone();
@@ -831,6 +854,7 @@ fn finish(mut meta: Meta, now: OffsetDateTime, changed: Vec<u64>) -> Step<Vec<u6
         Step::Done(changed)
     } else {
         meta.updated = now;
+        meta.reported = None;
         Step::Write(meta, changed)
     }
 }

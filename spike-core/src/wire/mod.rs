@@ -66,6 +66,7 @@ macro_rules! wire_response {
 
 pub mod bootstrap;
 pub mod cipher;
+pub mod import;
 pub mod keeper;
 pub mod operator;
 pub mod policy;
@@ -527,6 +528,15 @@ pub enum Route {
     KeeperContribute,
     /// Keeper `POST /v1/store/shard` — [`ShardGetRequest`] → [`ShardGetResponse`].
     KeeperShard,
+    /// `POST /v1/operator/import/secret` (extension) — [`import::ImportSecretRequest`] →
+    /// [`import::ImportResponse`].
+    ImportSecret,
+    /// `POST /v1/operator/import/policy` (extension) — [`import::ImportPolicyRequest`] →
+    /// [`import::ImportResponse`].
+    ImportPolicy,
+    /// `POST /v1/operator/import/cipher-key` (extension) — [`import::ImportCipherKeyRequest`]
+    /// → [`import::ImportResponse`].
+    ImportCipherKey,
     /// Keeper `POST /v1/store/checkpoint` (extension) — [`CheckpointRequest`](keeper::CheckpointRequest) →
     /// [`CheckpointResponse`](keeper::CheckpointResponse).
     KeeperCheckpoint,
@@ -555,6 +565,9 @@ impl Route {
         Route::SecretDestroy,
         Route::OperatorRotate,
         Route::KeeperCheckpoint,
+        Route::ImportSecret,
+        Route::ImportPolicy,
+        Route::ImportCipherKey,
     ];
 
     /// The URL path.
@@ -579,6 +592,9 @@ impl Route {
             Route::KeeperContribute => PATH_KEEPER_CONTRIBUTE,
             Route::KeeperShard => PATH_KEEPER_SHARD,
             Route::KeeperCheckpoint => PATH_KEEPER_CHECKPOINT,
+            Route::ImportSecret => import::PATH_IMPORT_SECRET,
+            Route::ImportPolicy => import::PATH_IMPORT_POLICY,
+            Route::ImportCipherKey => import::PATH_IMPORT_CIPHER_KEY,
         }
     }
 
@@ -606,7 +622,15 @@ impl Route {
 
     /// True for spike-rs additions that SPIKE's Nexus does not serve.
     pub fn is_extension(self) -> bool {
-        matches!(self, Route::SecretDestroy | Route::OperatorRotate | Route::KeeperCheckpoint)
+        matches!(
+            self,
+            Route::SecretDestroy
+                | Route::OperatorRotate
+                | Route::KeeperCheckpoint
+                | Route::ImportSecret
+                | Route::ImportPolicy
+                | Route::ImportCipherKey
+        )
     }
 
     /// Path plus query exactly as spike-sdk-go builds it: `/v1/store/secrets?action=get`, or the
