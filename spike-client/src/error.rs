@@ -134,6 +134,16 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
+    /// Nexus refused an import request (`spike operator import-spike`): invalid (400) or in
+    /// conflict with what is stored (409); `reason` names what, never a value.
+    #[error("Nexus refused the import: {reason}")]
+    ImportRefused {
+        /// HTTP status (400 or 409).
+        status: u16,
+        /// Nexus's reason.
+        reason: String,
+    },
+
     /// Nexus failed (HTTP 5xx other than 503, or an `err` code in a 200 body).
     #[error("SPIKE Nexus failed (HTTP {status}, code {code:?}); {}", server_advice(code))]
     Server {

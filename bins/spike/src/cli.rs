@@ -310,6 +310,34 @@ pub enum OperatorCmd {
         #[arg(long)]
         root_key: bool,
     },
+    /// Import a SPIKE (Go) Nexus's SQLite store (superuser): every secret with its whole
+    /// history, every policy, and SPIKE's root key as the legacy cipher key, so ciphertexts
+    /// SPIKE made still decrypt. Reads the file read-only; checks everything before writing.
+    #[command(name = "import-spike")]
+    ImportSpike {
+        /// SPIKE Nexus's database (`spike.db`; a `spike.db-wal` beside it is read too).
+        #[arg(long, value_name = "PATH")]
+        db: PathBuf,
+        /// Directory with SPIKE's recovery shards (`spike.recovery.<id>.txt` from SPIKE's
+        /// `spike operator recover`); at least SPIKE's threshold of them.
+        #[arg(long, value_name = "DIR")]
+        shards: PathBuf,
+        /// Print what would be imported (paths, version counts, policies; never values) and
+        /// write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace secrets, policies and a legacy cipher key that exist with other content.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show whether a legacy (SPIKE) cipher key is stored and how often it is used; with
+    /// `--retire`, remove it once callers have re-encrypted (superuser).
+    #[command(name = "legacy-cipher-key")]
+    LegacyCipherKey {
+        /// Remove the key: SPIKE-made ciphertexts stop opening.
+        #[arg(long)]
+        retire: bool,
+    },
 }
 
 /// `spike dev`

@@ -59,6 +59,10 @@ pub enum CliError {
     /// A policy of that name already exists (`policy create` does not replace).
     #[error("policy {0:?} already exists; use `spike policy apply` to replace it")]
     PolicyExists(String),
+    /// Nexus refused an import as a whole (invalid items, or targets with other content);
+    /// nothing was written.
+    #[error("nothing was imported: {0}")]
+    ImportRefused(String),
     /// The user declined a destructive operation.
     #[error("canceled; nothing was changed (pass --yes to skip the question)")]
     Canceled,
@@ -81,7 +85,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Client(e) if server_said_no(e) => SERVER_SAID_NO,
-            CliError::PolicyExists(_) => SERVER_SAID_NO,
+            CliError::PolicyExists(_) | CliError::ImportRefused(_) => SERVER_SAID_NO,
             _ => LOCAL,
         }
     }
@@ -100,6 +104,7 @@ fn server_said_no(e: &ClientError) -> bool {
             | ClientError::NotFound
             | ClientError::BadRequest(_)
             | ClientError::Conflict
+            | ClientError::ImportRefused { .. }
             | ClientError::NotReady
             | ClientError::RateLimited { .. }
             | ClientError::Server { .. }

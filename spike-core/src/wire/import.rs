@@ -43,7 +43,8 @@ pub enum ImportOutcome {
     Unchanged,
     /// (`check` only) something else is there: the write would be refused without `force`.
     Conflict,
-    /// (cipher key only) the legacy key was removed, or there was none to remove.
+    /// (retiring the cipher key) the legacy key was removed (with `check`: one is stored);
+    /// when there is none, the answer is [`ImportOutcome::Unchanged`].
     Retired,
 }
 
@@ -213,6 +214,9 @@ pub struct ImportResponse {
     /// route only; tells an operator whether callers still use SPIKE-made ciphertexts).
     #[serde(rename = "legacyDecrypts", skip_serializing_if = "Option::is_none")]
     pub legacy_decrypts: Option<u64>,
+    /// Why a request was refused (400 or 409), in words that name the field; never a value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Error code, omitted on success.
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "codec::err_code")]
     pub err: Option<ErrorCode>,

@@ -100,6 +100,9 @@ fn run_handler(route: Route, ctx: &Ctx<'_>) -> Reply {
         Route::OperatorRestore => handlers::operator::restore(ctx),
         Route::OperatorRotate => handlers::operator::rotate(ctx),
         Route::BootstrapVerify => handlers::bootstrap::verify(ctx),
+        Route::ImportSecret => handlers::import::secret(ctx),
+        Route::ImportPolicy => handlers::import::policy(ctx),
+        Route::ImportCipherKey => handlers::import::cipher_key(ctx),
         // Keeper routes are not Nexus's; resolve() never yields them for Service::Nexus.
         _ => Reply::bad_request::<FallbackResponse>(),
     }

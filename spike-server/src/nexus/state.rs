@@ -201,6 +201,8 @@ impl RestoreProgress {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     rate_limited: AtomicU64,
+    /// Ciphertexts opened with the legacy (SPIKE) cipher key.
+    legacy_decrypts: AtomicU64,
     /// The listener's connection table, once serving.
     connections: std::sync::OnceLock<Arc<crate::connections::Connections>>,
 }
@@ -222,6 +224,16 @@ impl Metrics {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one ciphertext opened with the legacy (SPIKE) cipher key.
+    pub fn count_legacy_decrypt(&self) {
+        self.legacy_decrypts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ciphertexts this process opened with the legacy (SPIKE) cipher key.
+    pub fn legacy_decrypts(&self) -> u64 {
+        self.legacy_decrypts.load(Ordering::Relaxed)
+    }
+
     /// Prometheus text exposition of the counters.
     pub fn render(&self, ready: bool, audit_lines: u64) -> String {
         let mut out = String::new();
@@ -241,6 +253,15 @@ impl Metrics {
         out.push_str(&format!(
             "spike_nexus_rate_limited_total {}\n",
             self.rate_limited.load(Ordering::Relaxed)
+        ));
+        out.push_str(
+            "# HELP spike_nexus_cipher_legacy_decrypts_total Ciphertexts opened with the legacy \
+             (SPIKE) cipher key.\n",
+        );
+        out.push_str("# TYPE spike_nexus_cipher_legacy_decrypts_total counter\n");
+        out.push_str(&format!(
+            "spike_nexus_cipher_legacy_decrypts_total {}\n",
+            self.legacy_decrypts()
         ));
         out.push_str("# HELP spike_audit_lines Audit lines in the chain.\n");
         out.push_str("# TYPE spike_audit_lines counter\n");

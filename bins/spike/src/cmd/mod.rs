@@ -3,6 +3,7 @@
 pub mod cipher;
 pub mod dev;
 pub mod exec;
+pub mod import;
 pub mod operator;
 pub mod policy;
 pub mod secret;

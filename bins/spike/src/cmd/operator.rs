@@ -69,6 +69,12 @@ pub async fn run(conn: &Connection, cmd: OperatorCmd) -> Result<(), CliError> {
                  run `spike operator recover` and store the new ones offline."
             ))
         }
+        OperatorCmd::ImportSpike { db, shards, dry_run, force } => {
+            super::import::import_spike(conn, &db, &shards, dry_run, force).await
+        }
+        OperatorCmd::LegacyCipherKey { retire } => {
+            super::import::legacy_cipher_key(conn, retire).await
+        }
         OperatorCmd::Rotate { root_key: false } => {
             let term = client(conn).await?.rotate().await?;
             output::line(&format!(

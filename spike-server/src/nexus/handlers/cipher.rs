@@ -4,8 +4,14 @@
 //! Callers need the superuser role, the lite-workload role, or `execute` on
 //! `spike/system/cipher/exec` (SPIKE). The key is derived from the root key for this purpose
 //! only, separate from the keys that protect stored records.
+//!
+//! After `spike operator import-spike`, a ciphertext that does not open under that key is tried
+//! once more under the legacy cipher key (SPIKE's root key, AES-256-GCM without associated
+//! data, as SPIKE's cipher service sealed), so ciphertexts SPIKE handed out keep working. Both
+//! are authenticated encryptions: a ciphertext opens under at most one of them in practice,
+//! and one that opens under neither fails exactly as before. New encryptions use our key only.
 
-use spike_core::crypto::service;
+use spike_core::crypto::{service, spike_legacy};
 use spike_core::identity::Role;
 use spike_core::policy::Permission;
 use spike_core::wire::cipher::*;
@@ -15,6 +21,7 @@ use zeroize::Zeroizing;
 use super::Ctx;
 use crate::nexus::authz::{self, SYSTEM_CIPHER_PATH};
 use crate::nexus::reply::{OCTET_STREAM, Reply};
+use crate::nexus::state::Unsealed;
 
 fn check<Resp: WireResponse + serde::Serialize>(
     ctx: &Ctx<'_>,
@@ -73,22 +80,41 @@ pub fn decrypt(ctx: &Ctx<'_>) -> Reply {
             if frame.ciphertext.len() > max {
                 return Err(Reply::text(400, ErrorCode::DataInvalidInput));
             }
-            let plain = service::decrypt(unsealed.cipher_key(), frame.nonce, frame.ciphertext)
-                .map_err(|_| {
-                    let mut r = Reply::text(400, ErrorCode::CryptoDecryptionFailed);
-                    r.body = Zeroizing::new(b"decryption failed\n".to_vec());
-                    r
-                })?;
+            let plain = open(ctx, &unsealed, frame.nonce, frame.ciphertext).map_err(|_| {
+                let mut r = Reply::text(400, ErrorCode::CryptoDecryptionFailed);
+                r.body = Zeroizing::new(b"decryption failed\n".to_vec());
+                r
+            })?;
             return Ok(Reply::raw(200, plain, OCTET_STREAM));
         }
         let req: CipherDecryptRequest = ctx.decode::<_, CipherDecryptResponse>()?;
         req.validate(max).map_err(Reply::fail::<CipherDecryptResponse>)?;
         let nonce = req.nonce.as_deref().unwrap_or_default();
         let ct = req.ciphertext.as_deref().unwrap_or_default();
-        let plain = service::decrypt(unsealed.cipher_key(), nonce, ct)
+        let plain = open(ctx, &unsealed, nonce, ct)
             .map_err(|_| Reply::internal::<CipherDecryptResponse>())?;
         let plaintext = (!plain.is_empty()).then(|| SecretBytes::from_slice(&plain));
         Ok(Reply::ok(&CipherDecryptResponse { plaintext, err: None }))
     };
     run().unwrap_or_else(|r| r)
+}
+
+/// Opens a ciphertext under our cipher key, or else under the legacy (SPIKE) key if one was
+/// imported (see the module docs).
+fn open(
+    ctx: &Ctx<'_>,
+    unsealed: &Unsealed,
+    nonce: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, ()> {
+    if let Ok(plain) = service::decrypt(unsealed.cipher_key(), nonce, ciphertext) {
+        return Ok(plain);
+    }
+    let legacy = unsealed.vault().legacy_cipher_key().map_err(|e| {
+        tracing::error!(error = %e, "reading the legacy cipher key failed");
+    })?;
+    let key = legacy.ok_or(())?;
+    let plain = spike_legacy::open(key.expose_secret(), nonce, ciphertext).map_err(|_| ())?;
+    ctx.state.metrics.count_legacy_decrypt();
+    Ok(plain)
 }

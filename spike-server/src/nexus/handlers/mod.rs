@@ -6,6 +6,7 @@
 
 pub mod bootstrap;
 pub mod cipher;
+pub mod import;
 pub mod operator;
 pub mod policy;
 pub mod secrets;

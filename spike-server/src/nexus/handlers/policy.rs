@@ -55,7 +55,7 @@ fn check<Resp: WireResponse + serde::Serialize>(
 }
 
 /// The stored bytes of `policy`, with its last-write time beside the record's fields.
-fn record_bytes(policy: &Policy, updated_at: OffsetDateTime) -> Option<Vec<u8>> {
+pub(crate) fn record_bytes(policy: &Policy, updated_at: OffsetDateTime) -> Option<Vec<u8>> {
     let mut value = serde_json::to_value(policy).ok()?;
     let stamp = updated_at.format(&Rfc3339).ok()?;
     value.as_object_mut()?.insert(UPDATED_AT.to_owned(), stamp.into());
@@ -63,7 +63,7 @@ fn record_bytes(policy: &Policy, updated_at: OffsetDateTime) -> Option<Vec<u8>> 
 }
 
 /// The last-write time kept in a stored record, if it has one.
-fn stored_updated_at(bytes: &[u8]) -> Option<OffsetDateTime> {
+pub(crate) fn stored_updated_at(bytes: &[u8]) -> Option<OffsetDateTime> {
     let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     OffsetDateTime::parse(value.get(UPDATED_AT)?.as_str()?, &Rfc3339).ok()
 }
