@@ -15,6 +15,8 @@
 //!   versions, TLS verification).
 //! - `replicas`: several Nexus replicas on one real PostgreSQL server — shared versions, keys
 //!   and policies, a replica killed mid-write, leader failover, rollback detection.
+//! - `import_spike`: SPIKE (Go) Nexus's SQLite store imported by `spike operator
+//!   import-spike` on sled and PostgreSQL, compared with the fixture's `expected.json`.
 //! - `audit`: a bounded audit log — a flood of maximal URLs from a caller without rights adds
 //!   a few lines per interval, and size-based rotation keeps one verifiable chain across files.
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ mod abuse;
 mod audit;
 mod crash;
 mod disk;
+mod import_spike;
 mod pg_backend;
 mod recovery;
 mod replicas;
