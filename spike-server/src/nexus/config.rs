@@ -40,8 +40,10 @@ impl BackendKind {
             "sqlite" | "lite" => Err(ConfigError::Invalid {
                 name: "SPIKE_NEXUS_BACKEND_STORE",
                 value: value.to_owned(),
-                expected: "\"memory\", \"sled\" or \"postgres\" (SPIKE's sqlite/lite stores \
-                           are SPIKE-specific; spike-rs uses sled for an embedded store)",
+                expected: "\"memory\", \"sled\" or \"postgres\" (spike-rs uses sled for an \
+                           embedded store; to move a SPIKE sqlite store, start Nexus on sled or \
+                           postgres and run `spike operator import-spike --db spike.db --shards \
+                           DIR`)",
             }),
             _ => Err(ConfigError::Invalid {
                 name: "SPIKE_NEXUS_BACKEND_STORE",
@@ -620,6 +622,7 @@ mod tests {
     fn bad_values_name_the_setting_and_the_accepted_values() {
         let err = parse(&["--backend-store", "sqlite"]).unwrap_err().to_string();
         assert!(err.contains("SPIKE_NEXUS_BACKEND_STORE") && err.contains("sled"), "{err}");
+        assert!(err.contains("spike operator import-spike"), "{err}");
         let err = parse(&["--shamir-threshold", "4"]).unwrap_err().to_string();
         assert!(err.contains("between 1 and 3"), "{err}");
         let err = parse(&["--shamir-threshold", "1"]).unwrap_err().to_string();
