@@ -354,3 +354,26 @@ async fn spikes_store_imports_into_postgres_with_every_version_policy_and_cipher
     let log = replica.proc.log().to_path_buf();
     import_flow(&client, &pilot, || std::fs::read_to_string(&log).unwrap_or_default()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_too_large_for_one_request_is_named_and_nothing_is_written() {
+    let spec = ClusterSpec {
+        nexus_env: [("SPIKE_NEXUS_MAX_BODY_BYTES".to_owned(), "1024".to_owned())]
+            .into_iter()
+            .collect(),
+        ..spec()
+    };
+    let mut cluster = Cluster::new(spec).await.unwrap();
+    cluster.start_bootstrapped(Duration::from_secs(60)).await.unwrap();
+    let client = cluster.client("pilot-superuser").await.unwrap();
+    let pilot = Pilot::new(&cluster, &cluster.nexus_url());
+    let r = pilot.import(&fixture().join("spike.db"), &fixture().join("recover"), &[]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("ops/rotation-log") && r.stderr.contains("SPIKE_NEXUS_MAX_BODY_BYTES"),
+        "{}",
+        r.stderr
+    );
+    assert!(client.list_secrets().await.unwrap().is_empty(), "nothing was written");
+    assert!(client.list_policies(None, None).await.unwrap().is_empty(), "nothing was written");
+}

@@ -133,6 +133,14 @@ pub async fn import_spike(
                 }
             }
             Err(ClientError::ImportRefused { reason, .. }) => refusals.push(reason),
+            Err(ClientError::BadRequest(why)) if why.contains("too large") => {
+                refusals.push(format!(
+                    "secret {:?} with its {} versions is larger than Nexus accepts in one \
+                     request; raise SPIKE_NEXUS_MAX_BODY_BYTES on Nexus for the import",
+                    secret.path,
+                    secret.versions.len()
+                ));
+            }
             Err(e) => return Err(interrupted(e, false)),
         }
     }
