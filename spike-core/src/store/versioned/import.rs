@@ -114,8 +114,8 @@ impl ImportedSecret {
 }
 
 impl SecretStore {
-    /// Writes `secret` at `path` with its whole history, atomically (see the
-    /// [module docs](self)). A path holding the very same secret is [`Imported::Unchanged`];
+    /// Writes `secret` at `path` with its whole history, atomically, keeping the source's
+    /// counters as it reported them until the secret's next change here. A path holding the very same secret is [`Imported::Unchanged`];
     /// one holding anything else is [`Imported::Conflict`] unless `force` replaces it. With
     /// `check`, nothing is written and the outcome says what a write would do.
     pub fn import(
