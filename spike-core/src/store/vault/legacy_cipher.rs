@@ -25,7 +25,9 @@ fn aad() -> Aad<'static> {
 }
 
 impl Vault {
-    /// The legacy cipher key, if one was imported (see the [module docs](self)).
+    /// The legacy cipher key (SPIKE's root key, sealed under the keyring at
+    /// `sys/cipher-legacy`), if `import-spike` stored one. Only ever used to open SPIKE-made
+    /// ciphertexts.
     pub fn legacy_cipher_key(&self) -> Result<Option<DataKey>, StoreError> {
         let Some(raw) = self.backend.get(keys::LEGACY_CIPHER_KEY)? else {
             return Ok(None);
