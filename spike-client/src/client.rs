@@ -60,6 +60,8 @@ pub struct Spike {
     base: String,
     retry: RetryPolicy,
     source: IdentitySource,
+    /// JWT mode: the bearer tokens sent instead of a client certificate.
+    jwt: Option<std::sync::Arc<crate::jwt::JwtTokens>>,
 }
 
 /// Builds a [`Spike`]; every setting falls back to SPIKE's environment variables.
@@ -76,6 +78,7 @@ pub struct SpikeBuilder {
     retry: Option<RetryPolicy>,
     max_idle_connections: Option<usize>,
     no_resumption: bool,
+    jwt_audience: Option<String>,
 }
 
 impl SpikeBuilder {
@@ -152,8 +155,33 @@ impl SpikeBuilder {
         self
     }
 
+    /// Authenticates with a JWT-SVID for `audience` instead of a client certificate, for
+    /// Nexus's JWT listener (`SPIKE_NEXUS_JWT_TLS_PORT`; its audience is
+    /// `SPIKE_NEXUS_JWT_AUDIENCE`, default `spike-nexus`). Tokens come from the Workload API
+    /// and are renewed before they expire; Nexus is still authenticated by its X509-SVID. The
+    /// URL then defaults to `SPIKE_NEXUS_JWT_API_URL`. A spike-rs extension: SPIKE's Nexus has
+    /// no JWT listener.
+    pub fn jwt_audience(mut self, audience: impl Into<String>) -> Self {
+        self.jwt_audience = Some(audience.into());
+        self
+    }
+
     /// Connects to the identity source and prepares the connection pool.
     pub async fn build(self) -> Result<Spike> {
+        let jwt = match &self.jwt_audience {
+            Some(audience) if audience.trim().is_empty() => {
+                return Err(Error::InvalidInput {
+                    what: "JWT audience".into(),
+                    reason: "it is empty; use Nexus's SPIKE_NEXUS_JWT_AUDIENCE (spike-nexus)"
+                        .into(),
+                });
+            }
+            Some(audience) => {
+                let endpoint = config::workload_endpoint(self.socket.clone())?;
+                Some(std::sync::Arc::new(crate::jwt::JwtTokens::new(endpoint, audience.clone())))
+            }
+            None => None,
+        };
         let source = match self.source {
             Some(s) => s,
             None => {
@@ -190,13 +218,16 @@ impl SpikeBuilder {
         } else {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         };
-        let tls = nexus
+        let mut tls = nexus
             .fold(crate::tls::mtls_client_matching(source.clone(), first), |b, m| {
                 b.also_accept_matching(m)
             })
             .alpn_protocols(alpn)
-            .session_resumption(!self.no_resumption)
-            .build()?;
+            .session_resumption(!self.no_resumption);
+        if jwt.is_some() {
+            tls = tls.without_client_certificate();
+        }
+        let tls = tls.build()?;
         let mut http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(self.timeout.unwrap_or(config::DEFAULT_TIMEOUT))
@@ -210,7 +241,20 @@ impl SpikeBuilder {
             .no_proxy()
             .build()
             .map_err(|e| Error::InvalidInput { what: "HTTP client".into(), reason: chain(&e) })?;
-        let base = self.url.unwrap_or_else(config::nexus_url_from_env);
+        let base = match (self.url, &jwt) {
+            (Some(url), _) => url,
+            (None, Some(_)) => {
+                config::env(config::ENV_NEXUS_JWT_API_URL).ok_or_else(|| Error::InvalidInput {
+                    what: "Nexus's JWT listener URL".into(),
+                    reason: format!(
+                        "{} is not set; point it at the listener of SPIKE_NEXUS_JWT_TLS_PORT \
+                         (`spike dev` writes it to its env file)",
+                        config::ENV_NEXUS_JWT_API_URL
+                    ),
+                })?
+            }
+            (None, None) => config::nexus_url_from_env(),
+        };
         let base = base.trim_end_matches('/').to_owned();
         if !base.starts_with("https://") {
             return Err(Error::InvalidInput {
@@ -218,7 +262,7 @@ impl SpikeBuilder {
                 reason: "it must start with https:// (Nexus only speaks mTLS)".into(),
             });
         }
-        Ok(Spike { http, base, retry: self.retry.unwrap_or_default(), source })
+        Ok(Spike { http, base, retry: self.retry.unwrap_or_default(), source, jwt })
     }
 }
 
@@ -314,15 +358,28 @@ impl Spike {
     }
 
     async fn send_once(&self, url: &str, body: &[u8], content_type: &str) -> Result<RawResponse> {
-        let response = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
+        let mut request = self.http.post(url).header(reqwest::header::CONTENT_TYPE, content_type);
+        if let Some(jwt) = &self.jwt {
+            let token = jwt.bearer().await?;
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", *token))
+                .map_err(|_| {
+                Error::Protocol("the JWT-SVID is not a valid header value".into())
+            })?;
+            value.set_sensitive(true);
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let response = request
             .body(body.to_vec())
             .send()
             .await
             .map_err(|e| Error::NexusUnreachable { url: self.base.clone(), reason: chain(&e) })?;
         let status = response.status().as_u16();
+        if status == 401
+            && let Some(jwt) = &self.jwt
+        {
+            // A refused token (expired early, keys rotated) is not sent again.
+            jwt.forget().await;
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

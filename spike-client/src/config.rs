@@ -16,6 +16,8 @@ pub const ENV_SVID_ID: &str = "SPIKE_SVID_ID";
 pub const ENV_NEXUS_API_URL: &str = "SPIKE_NEXUS_API_URL";
 /// Nexus's URL, the name SPIKE's SDK guide uses; read when `SPIKE_NEXUS_API_URL` is unset.
 pub const ENV_NEXUS_URL: &str = "SPIKE_NEXUS_URL";
+/// The URL of Nexus's JWT-SVID listener (spike-rs extension; `spike dev` writes it).
+pub const ENV_NEXUS_JWT_API_URL: &str = "SPIKE_NEXUS_JWT_API_URL";
 /// The trust domain of SPIKE's components (Nexus's SPIFFE ID lives in it).
 pub const ENV_TRUST_ROOT: &str = "SPIKE_TRUST_ROOT";
 /// Per-role override of Nexus's trust domain(s).

@@ -134,6 +134,21 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
+    /// No JWT-SVID could be fetched from the Workload API (JWT mode, see
+    /// [`crate::SpikeBuilder::jwt_audience`]).
+    #[error(
+        "cannot get a JWT-SVID for audience {audience:?} from the Workload API at {endpoint}: \
+         {reason}; check that the agent serves JWT-SVIDs to this workload"
+    )]
+    JwtSvid {
+        /// The endpoint that was tried.
+        endpoint: String,
+        /// The audience asked for.
+        audience: String,
+        /// What the SPIFFE client reported.
+        reason: String,
+    },
+
     /// Nexus refused an import request (`spike operator import-spike`): invalid (400) or in
     /// conflict with what is stored (409); `reason` names what, never a value.
     #[error("Nexus refused the import: {reason}")]

@@ -69,6 +69,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod identity;
+pub mod jwt;
 pub mod recovery;
 pub mod tls;
 mod verified_chains;

@@ -606,7 +606,13 @@ pub fn mtls_client(source: IdentitySource, server_id: SpiffeId) -> ClientConfigB
 /// Starts a client config that presents the source's SVID and accepts only a server whose
 /// SPIFFE ID `server` accepts.
 pub fn mtls_client_matching(source: IdentitySource, server: IdMatcher) -> ClientConfigBuilder {
-    ClientConfigBuilder { source, expected: vec![server], alpn: Vec::new(), resumption: true }
+    ClientConfigBuilder {
+        source,
+        expected: vec![server],
+        alpn: Vec::new(),
+        resumption: true,
+        client_certificate: true,
+    }
 }
 
 /// Builds a rustls `ClientConfig` for mTLS by SPIFFE ID; see [`mtls_client`].
@@ -616,9 +622,17 @@ pub struct ClientConfigBuilder {
     expected: Vec<IdMatcher>,
     alpn: Vec<Vec<u8>>,
     resumption: bool,
+    client_certificate: bool,
 }
 
 impl ClientConfigBuilder {
+    /// Presents no client certificate: the server is still authenticated by its SPIFFE ID,
+    /// and the caller authenticates per request instead (a JWT-SVID bearer token).
+    pub fn without_client_certificate(mut self) -> Self {
+        self.client_certificate = false;
+        self
+    }
+
     /// Also accepts a server with exactly this SPIFFE ID (e.g. during a migration).
     pub fn also_accept(self, server_id: SpiffeId) -> Self {
         self.also_accept_matching(IdMatcher::Exact(server_id))
@@ -661,11 +675,15 @@ impl ClientConfigBuilder {
         let verifier = SvidVerifier::new(self.source.clone(), PeerRole::Server)
             .with_trust_domains(tds)
             .with_expected(self.expected);
-        let mut config = rustls::ClientConfig::builder_with_provider(client_crypto_provider())
+        let verified = rustls::ClientConfig::builder_with_provider(client_crypto_provider())
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier(verifier)))
-            .with_client_cert_resolver(Arc::new(SvidResolver(self.source.clone())));
+            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier(verifier)));
+        let mut config = if self.client_certificate {
+            verified.with_client_cert_resolver(Arc::new(SvidResolver(self.source.clone())))
+        } else {
+            verified.with_no_client_auth()
+        };
         config.alpn_protocols = self.alpn;
         // One store per config: every connection made with it (a `Spike`'s whole pool) shares
         // it, and an SVID rotation needs no new config (the store follows the source).
