@@ -40,6 +40,10 @@ pub struct Connection {
     /// Time limit for each request to Nexus, e.g. 30s, 2m.
     #[arg(long, global = true, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Authenticate with a JWT-SVID for this audience instead of a client certificate, on
+    /// Nexus's JWT listener [URL default: $SPIKE_NEXUS_JWT_API_URL] (spike-rs extension).
+    #[arg(long, global = true, value_name = "AUDIENCE", env = "SPIKE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 }
 
 /// The subcommands.

@@ -51,6 +51,9 @@ pub async fn client(conn: &Connection) -> Result<Spike, CliError> {
     if let Some(t) = &conn.timeout {
         builder = builder.timeout(parse_duration("--timeout", t)?);
     }
+    if let Some(audience) = &conn.jwt_audience {
+        builder = builder.jwt_audience(audience);
+    }
     let spike = builder.build().await?;
     if let Ok(identity) = spike.identity().current() {
         exit::set_caller(identity.spiffe_id().to_string());

@@ -120,6 +120,8 @@ pub struct Sandbox {
     keepers: Vec<Supervised>,
     nexus: Option<Supervised>,
     nexus_url: String,
+    /// The URL of Nexus's JWT-SVID listener.
+    jwt_url: String,
     events: mpsc::UnboundedReceiver<ChildEvent>,
 }
 
@@ -134,6 +136,7 @@ impl Sandbox {
             keepers: Vec::new(),
             nexus: None,
             nexus_url: String::new(),
+            jwt_url: String::new(),
             events,
         };
         let result = tokio::select! {
@@ -187,6 +190,8 @@ impl Sandbox {
             }
         };
         self.nexus_url = format!("https://127.0.0.1:{nexus_port}");
+        let jwt_port = free_port()?;
+        self.jwt_url = format!("https://127.0.0.1:{jwt_port}");
         let mut common = vec![
             ("SPIKE_TRUST_ROOT".to_owned(), c.trust_domain.clone()),
             ("SPIKE_SYSTEM_LOG_LEVEL".to_owned(), c.log_level.clone()),
@@ -245,6 +250,8 @@ impl Sandbox {
         env.extend([
             ("SPIFFE_ENDPOINT_SOCKET".to_owned(), c.endpoint(Role::Nexus.short_name())),
             ("SPIKE_NEXUS_TLS_PORT".to_owned(), format!("127.0.0.1:{nexus_port}")),
+            // The JWT-SVID listener (keys from the same Workload API), for trying bearer tokens.
+            ("SPIKE_NEXUS_JWT_TLS_PORT".to_owned(), format!("127.0.0.1:{jwt_port}")),
             (
                 "SPIKE_NEXUS_BACKEND_STORE".to_owned(),
                 if c.sled() { "sled" } else { "memory" }.to_owned(),
@@ -391,6 +398,7 @@ impl Sandbox {
             shell_quote(&c.endpoint(PILOT_ENTRY))
         ));
         text.push_str(&format!("export SPIKE_NEXUS_API_URL={}\n", shell_quote(&self.nexus_url)));
+        text.push_str(&format!("export SPIKE_NEXUS_JWT_API_URL={}\n", shell_quote(&self.jwt_url)));
         text.push_str(&format!("export SPIKE_TRUST_ROOT={}\n", shell_quote(&c.trust_domain)));
         text.push_str(&format!(
             "export PATH={}:\"$PATH\"\n",
@@ -439,7 +447,7 @@ impl Sandbox {
             ""
         };
         format!(
-            "\nspike dev is ready: Nexus at {url} ({store}).\n\n\
+            "\nspike dev is ready: Nexus at {url} ({store}), JWT-SVID callers at {jwt_url}.\n\n\
              In another shell:\n\
              \x20 source {env}\n\
              \x20 spike secret put tenants/demo/db username=u password=p\n\
@@ -448,6 +456,7 @@ impl Sandbox {
              {recover}Ctrl-C stops everything; `spike dev --dir {dir}` again brings the same \
              system back.\n",
             url = self.nexus_url,
+            jwt_url = self.jwt_url,
             env = shell_quote(&c.env_file().display().to_string()),
             agent = c.agent_dir().display(),
             dir = shell_quote(&c.dir.display().to_string()),
