@@ -180,6 +180,8 @@ pub enum Decision {
 pub struct AuditEvent<'a> {
     /// The caller's verified SPIFFE ID.
     pub caller: &'a str,
+    /// How the caller authenticated.
+    pub auth: AuthForm,
     /// The URL path, e.g. `/v1/store/secrets` (for a URL refused as too long: the whole
     /// request target, which the cap cuts and hashes).
     pub route: &'a str,
@@ -195,6 +197,16 @@ pub struct AuditEvent<'a> {
     pub code: Option<&'a str>,
     /// Time spent handling the request.
     pub duration: Duration,
+}
+
+/// How a caller proved its SPIFFE ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthForm {
+    /// An X509-SVID over mTLS (the default; audit lines do not name it).
+    #[default]
+    X509Svid,
+    /// A JWT-SVID bearer token on the JWT listener (`"auth":"jwt-svid"` in the line).
+    JwtSvid,
 }
 
 /// How big the log may grow and how refusals are summarised (see the module docs).
@@ -270,6 +282,7 @@ fn cap(value: &str, max: usize) -> Capped<'_> {
 #[derive(Debug)]
 struct RequestFields<'a> {
     caller: Capped<'a>,
+    auth: AuthForm,
     route: Capped<'a>,
     action: Capped<'a>,
     path: Option<Capped<'a>>,
@@ -283,6 +296,7 @@ impl<'a> RequestFields<'a> {
     fn new(e: &AuditEvent<'a>) -> Self {
         Self {
             caller: cap(e.caller, MAX_CALLER_BYTES),
+            auth: e.auth,
             route: cap(e.route, MAX_ROUTE_BYTES),
             action: cap(e.action, MAX_ACTION_BYTES),
             path: e.path.map(|p| cap(p, MAX_PATH_BYTES)),
@@ -300,6 +314,7 @@ impl<'a> RequestFields<'a> {
             caller: &self.caller.text,
             caller_len: self.caller.len,
             caller_sha256: self.caller.sha256.as_deref(),
+            auth: (self.auth == AuthForm::JwtSvid).then_some("jwt-svid"),
             route: &self.route.text,
             route_len: self.route.len,
             route_sha256: self.route.sha256.as_deref(),
@@ -333,6 +348,9 @@ struct RequestLine<'a> {
     caller_len: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     caller_sha256: Option<&'a str>,
+    /// `jwt-svid` for a JWT-SVID caller; absent for mTLS (X509-SVID) callers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<&'a str>,
     route: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     route_len: Option<usize>,
@@ -1039,6 +1057,7 @@ mod tests {
     fn event(i: u16) -> AuditEvent<'static> {
         AuditEvent {
             caller: "spiffe://spike.ist/spike/pilot/role/superuser",
+            auth: AuthForm::X509Svid,
             route: "/v1/store/secrets",
             action: "get",
             path: Some("app/db"),
@@ -1190,6 +1209,7 @@ mod tests {
     fn refusal(caller: &str, status: u16) -> AuditEvent<'_> {
         AuditEvent {
             caller,
+            auth: AuthForm::X509Svid,
             route: "/v1/store/secrets",
             action: "get",
             path: None,
@@ -1251,6 +1271,7 @@ mod tests {
         for (i, route) in [&quotes, &controls, &"r".repeat(65_536)].into_iter().enumerate() {
             let e = AuditEvent {
                 caller: &caller,
+                auth: AuthForm::JwtSvid,
                 route,
                 action: &controls,
                 path: Some(&quotes),

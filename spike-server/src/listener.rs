@@ -76,6 +76,49 @@ pub async fn serve_mtls<F>(
 ) where
     F: Fn(SpiffeId) -> Router + Send + Sync + 'static,
 {
+    // Certificate mode always has a peer ID; the empty router is never reached.
+    let app = move |peer: Option<SpiffeId>| peer.map_or_else(Router::new, &app);
+    serve(listener, tls, connections, PeerAuth::Certificate, app, shutdown, drain).await;
+}
+
+/// Like [`serve_mtls`] for a listener whose TLS config asks for no client certificate (the
+/// JWT-SVID listener): callers authenticate per request (`Authorization: Bearer`), which
+/// `app`'s router checks. Connections are counted per client IP address for the per-caller
+/// cap.
+pub async fn serve_bearer<F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    connections: Arc<Connections>,
+    app: F,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) where
+    F: Fn() -> Router + Send + Sync + 'static,
+{
+    let app = move |_: Option<SpiffeId>| app();
+    serve(listener, tls, connections, PeerAuth::Bearer, app, shutdown, drain).await;
+}
+
+/// How a listener learns who its peers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerAuth {
+    /// From the client's X509-SVID at the handshake (mTLS).
+    Certificate,
+    /// Per request, from a bearer token; no client certificate.
+    Bearer,
+}
+
+async fn serve<F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    connections: Arc<Connections>,
+    auth: PeerAuth,
+    app: F,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) where
+    F: Fn(Option<SpiffeId>) -> Router + Send + Sync + 'static,
+{
     let limits = *connections.limits();
     let acceptor = TlsAcceptor::from(tls);
     let app = Arc::new(app);
@@ -119,6 +162,7 @@ pub async fn serve_mtls<F>(
             acceptor: acceptor.clone(),
             builder: builder.clone(),
             limits,
+            auth,
         };
         let app = app.clone();
         tokio::spawn(task.run(socket, peer_addr, move |peer| app(peer)));
@@ -137,6 +181,7 @@ struct ConnectionTask {
     acceptor: TlsAcceptor,
     builder: Arc<Builder<TokioExecutor>>,
     limits: ConnectionLimits,
+    auth: PeerAuth,
 }
 
 impl ConnectionTask {
@@ -144,7 +189,7 @@ impl ConnectionTask {
         self,
         socket: TcpStream,
         peer_addr: SocketAddr,
-        app: impl FnOnce(SpiffeId) -> Router,
+        app: impl FnOnce(Option<SpiffeId>) -> Router,
     ) {
         let handshake = tokio::select! {
             _ = self.registration.connection().close_requested() => return,
@@ -165,18 +210,25 @@ impl ConnectionTask {
         };
         // Full or resumed handshake alike: the ID comes from the peer chain rustls holds, and a
         // resumed session whose restored chain has expired is refused here (crate::tls).
-        let peer = match peer_spiffe_id(&stream) {
-            Ok(id) => id,
-            Err(e) => {
-                self.connections.count_handshake_refused();
-                tracing::debug!(peer = %peer_addr, error = %e, "no usable peer SPIFFE ID");
-                return;
-            }
+        let peer = match self.auth {
+            PeerAuth::Certificate => match peer_spiffe_id(&stream) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.connections.count_handshake_refused();
+                    tracing::debug!(peer = %peer_addr, error = %e, "no usable peer SPIFFE ID");
+                    return;
+                }
+            },
+            PeerAuth::Bearer => None,
         };
         if is_resumed(stream.get_ref().1) {
             self.connections.count_tls_resumed();
         }
-        if let Err(at_cap) = self.registration.identify(Arc::from(peer.to_string())) {
+        let holder = match &peer {
+            Some(id) => id.to_string(),
+            None => format!("bearer@{}", peer_addr.ip()),
+        };
+        if let Err(at_cap) = self.registration.identify(Arc::from(holder)) {
             tracing::debug!(
                 peer = %peer_addr,
                 caller = %at_cap.caller,

@@ -56,6 +56,24 @@ pub fn mtls_server(source: IdentitySource) -> ServerConfigBuilder {
     }
 }
 
+/// A server config that presents `source`'s X509-SVID and asks for no client certificate: the
+/// JWT-SVID listener, whose callers authenticate per request with a bearer token. No session
+/// tickets (they would carry nothing a bearer caller needs).
+pub fn server_auth_only(
+    source: IdentitySource,
+    alpn: impl IntoIterator<Item = Vec<u8>>,
+) -> Result<rustls::ServerConfig, Error> {
+    source.current()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SvidResolver(source)));
+    config.alpn_protocols = alpn.into_iter().collect();
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
 /// Whether a listener issues session tickets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tickets {

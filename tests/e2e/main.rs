@@ -17,6 +17,7 @@
 //!   and policies, a replica killed mid-write, leader failover, rollback detection.
 //! - `import_spike`: SPIKE (Go) Nexus's SQLite store imported by `spike operator
 //!   import-spike` on sled and PostgreSQL, compared with the fixture's `expected.json`.
+//! - `jwt_svid`: JWT-SVID callers on Nexus's JWT listener: SDK and raw HTTP, forged tokens.
 //! - `audit`: a bounded audit log — a flood of maximal URLs from a caller without rights adds
 //!   a few lines per interval, and size-based rotation keeps one verifiable chain across files.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ mod audit;
 mod crash;
 mod disk;
 mod import_spike;
+mod jwt_svid;
 mod pg_backend;
 mod recovery;
 mod replicas;

@@ -96,6 +96,11 @@ impl TrustRoots {
         role.matches(caller, self.of(role))
     }
 
+    /// The SPIKE role `caller` holds, if any (Nexus, Keeper, Bootstrap, a Pilot role, lite).
+    pub fn role_of(&self, caller: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| self.is(caller, *role))
+    }
+
     /// True for Pilot's superuser ID or an ID below it (SPIKE's `IsPilotOperator`).
     pub fn is_superuser(&self, caller: &str) -> bool {
         self.is(caller, Role::PilotSuperuser)

@@ -117,7 +117,35 @@ pub struct NexusConfig {
     /// With a backend shared by several replicas: how often the leader checkpoints the write
     /// counter to the Keepers (`SPIKE_NEXUS_ROLLBACK_CHECKPOINT_INTERVAL`; extension).
     pub rollback_checkpoint_interval: Duration,
+    /// The JWT-SVID listener (`SPIKE_NEXUS_JWT_TLS_PORT`; extension): off unless set.
+    pub jwt: Option<JwtListenerConfig>,
 }
+
+/// Where Nexus takes the trust domains' JWT signing keys from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtBundleSource {
+    /// Streamed live from the SPIFFE Workload API at this endpoint (`FetchJWTBundles`; the
+    /// default, from `SPIFFE_ENDPOINT_SOCKET`).
+    WorkloadApi(String),
+    /// SPIFFE bundle (JWKS) files, one per trust domain, re-read when they change
+    /// (`SPIKE_NEXUS_JWT_BUNDLE_FILES=td=path,...`).
+    Files(Vec<(String, PathBuf)>),
+}
+
+/// The JWT-SVID listener: server-authenticated TLS (no client certificate), callers send
+/// `Authorization: Bearer <JWT-SVID>`.
+#[derive(Debug, Clone)]
+pub struct JwtListenerConfig {
+    /// Listen address (`SPIKE_NEXUS_JWT_TLS_PORT`).
+    pub listen: SocketAddr,
+    /// The audience a token must name (`SPIKE_NEXUS_JWT_AUDIENCE`, default `spike-nexus`).
+    pub audience: String,
+    /// Where the signing keys come from.
+    pub bundles: JwtBundleSource,
+}
+
+/// Default for `SPIKE_NEXUS_JWT_AUDIENCE`.
+pub const DEFAULT_JWT_AUDIENCE: &str = "spike-nexus";
 
 /// SPIKE's default for `SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL`.
 pub const DEFAULT_KEEPER_UPDATE_INTERVAL: Duration = Duration::from_secs(300);
@@ -156,6 +184,7 @@ impl NexusConfig {
             sled_cache_bytes: spike_core::store::sled::DEFAULT_CACHE_BYTES,
             policy_refresh: DEFAULT_POLICY_REFRESH,
             rollback_checkpoint_interval: DEFAULT_ROLLBACK_CHECKPOINT_INTERVAL,
+            jwt: None,
         }
     }
 
@@ -171,6 +200,17 @@ pub struct NexusArgs {
     /// Listen address, e.g. ":8553" or "127.0.0.1:8553".
     #[arg(long, env = "SPIKE_NEXUS_TLS_PORT", default_value = ":8553")]
     pub tls_port: String,
+    /// Listen address of the JWT-SVID listener (TLS without client certificates; callers send
+    /// `Authorization: Bearer <JWT-SVID>`), e.g. ":8554". Off when unset.
+    #[arg(long, env = "SPIKE_NEXUS_JWT_TLS_PORT")]
+    pub jwt_tls_port: Option<String>,
+    /// The audience JWT-SVIDs must name.
+    #[arg(long, env = "SPIKE_NEXUS_JWT_AUDIENCE", default_value = DEFAULT_JWT_AUDIENCE)]
+    pub jwt_audience: String,
+    /// JWT bundle files instead of the Workload API: "td=path[,td=path]" (SPIFFE bundle/JWKS
+    /// JSON, re-read when changed).
+    #[arg(long, env = "SPIKE_NEXUS_JWT_BUNDLE_FILES")]
+    pub jwt_bundle_files: Option<String>,
     /// Storage backend: memory, sled or postgres.
     #[arg(long, env = "SPIKE_NEXUS_BACKEND_STORE", default_value = "sled")]
     pub backend_store: String,
@@ -485,8 +525,60 @@ impl TryFrom<NexusArgs> for NexusConfig {
             )? << 20,
             policy_refresh,
             rollback_checkpoint_interval,
+            jwt: parse_jwt_listener(
+                a.jwt_tls_port.as_deref(),
+                &a.jwt_audience,
+                a.jwt_bundle_files.as_deref(),
+            )?,
         })
     }
+}
+
+/// `SPIKE_NEXUS_JWT_*`: the JWT-SVID listener, if a port is set.
+fn parse_jwt_listener(
+    port: Option<&str>,
+    audience: &str,
+    files: Option<&str>,
+) -> Result<Option<JwtListenerConfig>, ConfigError> {
+    let Some(port) = port.filter(|p| !p.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let listen = parse_listen_addr("SPIKE_NEXUS_JWT_TLS_PORT", port)?;
+    let audience = audience.trim();
+    if audience.is_empty() || audience.len() > 256 || audience.chars().any(char::is_control) {
+        return Err(ConfigError::Invalid {
+            name: "SPIKE_NEXUS_JWT_AUDIENCE",
+            value: audience.to_owned(),
+            expected: "1 to 256 printable characters, e.g. \"spike-nexus\"",
+        });
+    }
+    let bundles = match files.filter(|f| !f.trim().is_empty()) {
+        Some(list) => {
+            let mut out = Vec::new();
+            for item in list.split(',') {
+                let Some((td, path)) = item.split_once('=') else {
+                    return Err(ConfigError::Invalid {
+                        name: "SPIKE_NEXUS_JWT_BUNDLE_FILES",
+                        value: list.to_owned(),
+                        expected: "trust-domain=path pairs, comma-separated",
+                    });
+                };
+                out.push((td.trim().to_owned(), PathBuf::from(path.trim())));
+            }
+            JwtBundleSource::Files(out)
+        }
+        None => match std::env::var("SPIFFE_ENDPOINT_SOCKET") {
+            Ok(endpoint) if !endpoint.is_empty() => JwtBundleSource::WorkloadApi(endpoint),
+            _ => {
+                return Err(ConfigError::Conflict(
+                    "SPIKE_NEXUS_JWT_TLS_PORT needs the trust domains' JWT keys: set \
+                     SPIFFE_ENDPOINT_SOCKET (Workload API) or SPIKE_NEXUS_JWT_BUNDLE_FILES"
+                        .into(),
+                ));
+            }
+        },
+    };
+    Ok(Some(JwtListenerConfig { listen, audience: audience.to_owned(), bundles }))
 }
 
 /// `SPIKE_NEXUS_RATE_LIMIT`: "off" (or "0") for none, else requests/second with a burst of

@@ -9,6 +9,7 @@
 pub mod authz;
 pub mod config;
 pub mod handlers;
+pub mod jwt;
 pub mod recovery;
 pub mod reply;
 pub mod rollback;
@@ -26,7 +27,6 @@ use std::time::Duration;
 use axum::Extension;
 use spike_client::identity::IdentitySource;
 use spike_core::identity::Role;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// A running Nexus: its address, its state, and a way to stop it.
@@ -34,18 +34,25 @@ use tokio::task::JoinHandle;
 pub struct RunningNexus {
     addr: SocketAddr,
     state: Arc<NexusState>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     task: JoinHandle<()>,
     /// Recovery from (and re-arming of) the Keepers, when configured.
     recovery: Option<JoinHandle<()>>,
     /// The periodic writer of audit refusal summaries.
     audit_flusher: JoinHandle<()>,
+    /// The JWT-SVID listener, when configured: its address and its serving task.
+    jwt: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl RunningNexus {
     /// The address it listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the JWT-SVID listener, if it is on.
+    pub fn jwt_addr(&self) -> Option<SocketAddr> {
+        self.jwt.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Its shared state (readiness, unsealing).
@@ -61,9 +68,12 @@ impl RunningNexus {
             let _ = recovery.await;
         }
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         let _ = (&mut self.task).await;
+        if let Some((_, jwt)) = self.jwt.take() {
+            let _ = jwt.await;
+        }
         // No request is in flight any more: summarise the refusals still being counted.
         self.audit_flusher.abort();
         let _ = (&mut self.audit_flusher).await;
@@ -85,6 +95,7 @@ pub async fn start(
     source: IdentitySource,
 ) -> Result<RunningNexus, NexusError> {
     let keeper_source = source.clone();
+    let jwt_source = source.clone();
     // SPIKE's Nexus admits any SVID its X.509 source trusts — its own trust domain and every
     // federated bundle the Workload API hands out — and lets roles and policies decide per
     // request. Roles still match only in their SPIKE_TRUST_ROOT* trust domains.
@@ -112,21 +123,70 @@ pub async fn start(
         .map_err(|source| NexusError::Io { what: "reading the listen address".into(), source })?;
     state.metrics.attach_connections(connections.clone());
     let app = router(state.clone());
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut stopped_jwt = stopped.clone();
+    let mut stopped = stopped;
     let task = tokio::spawn(crate::listener::serve_mtls(
         listener,
         Arc::new(tls),
         connections,
         move |peer| app.clone().layer(Extension(Caller(Arc::from(peer.to_string())))),
         async move {
-            let _ = stopped.await;
+            let _ = stopped.changed().await;
         },
         Duration::from_secs(10),
     ));
+    let jwt = match state.config().jwt.clone() {
+        Some(jwt) => {
+            let until = async move {
+                let _ = stopped_jwt.changed().await;
+            };
+            Some(start_jwt_listener(state.clone(), jwt, jwt_source, until).await?)
+        }
+        None => None,
+    };
     let recovery = recovery::spawn(state.clone(), keeper_source)?;
     let audit_flusher = router::spawn_audit_flusher(state.clone());
     tracing::info!(%addr, ready = state.is_ready(), "spike-nexus listening");
-    Ok(RunningNexus { addr, state, stop: Some(stop), task, recovery, audit_flusher })
+    Ok(RunningNexus { addr, state, stop: Some(stop), task, recovery, audit_flusher, jwt })
+}
+
+/// Starts the JWT-SVID listener (see [`jwt`]): server-authenticated TLS with Nexus's SVID, the
+/// same router behind the bearer-token check, its own connection limits.
+async fn start_jwt_listener(
+    state: Arc<NexusState>,
+    config: config::JwtListenerConfig,
+    source: IdentitySource,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, JoinHandle<()>), NexusError> {
+    let tls = crate::tls::server_auth_only(source, [b"h2".to_vec(), b"http/1.1".to_vec()])
+        .map_err(|e| NexusError::Tls(e.to_string()))?;
+    let keys = Arc::new(jwt::JwtKeys::default());
+    jwt::spawn_key_updates(config.bundles.clone(), keys.clone()).await;
+    let listener = crate::listener::bind(config.listen).await.map_err(|source| NexusError::Io {
+        what: "binding the JWT-SVID listener".into(),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| NexusError::Io {
+        what: "reading the JWT-SVID listen address".into(),
+        source,
+    })?;
+    let connections = crate::connections::Connections::new(state.config().connections);
+    let config = Arc::new(config);
+    let (mw_state, mw_config) = (state.clone(), config.clone());
+    let app = router(state.clone()).layer(axum::middleware::from_fn(move |request, next| {
+        jwt::authenticate(mw_state.clone(), mw_config.clone(), keys.clone(), request, next)
+    }));
+    let task = tokio::spawn(crate::listener::serve_bearer(
+        listener,
+        Arc::new(tls),
+        connections,
+        move || app.clone(),
+        shutdown,
+        Duration::from_secs(10),
+    ));
+    tracing::info!(%addr, audience = %config.audience, "JWT-SVID listener on");
+    Ok((addr, task))
 }
 
 /// Runs Nexus until SIGINT or SIGTERM: the body of the `spike-nexus` binary.

@@ -27,6 +27,7 @@ use super::handlers::{self, Ctx};
 use super::reply::Reply;
 use super::state::NexusState;
 use crate::audit::AuditEvent;
+pub use crate::audit::AuthForm;
 
 /// Longest request target (path and query, plus the authority of an absolute-form target)
 /// Nexus reads; longer ones get 414 `uri_too_long` before anything parses them. SPIKE's longest
@@ -111,9 +112,11 @@ fn run_handler(route: Route, ctx: &Ctx<'_>) -> Reply {
 async fn dispatch(
     State(state): State<Arc<NexusState>>,
     caller: Option<Extension<Caller>>,
+    auth: Option<Extension<AuthForm>>,
     request: Request<Body>,
 ) -> Response {
     let started = Instant::now();
+    let auth = auth.map_or(AuthForm::X509Svid, |Extension(a)| a);
     let (parts, body) = request.into_parts();
     let Some(Extension(Caller(caller))) = caller else {
         // The listener always inserts the caller; without one there is no identity to trust.
@@ -125,7 +128,7 @@ async fn dispatch(
         let target = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
         let reply =
             Reply::status_with_code::<FallbackResponse>(414, ErrorCode::Other(URI_TOO_LONG.into()));
-        return audited(&state, &caller, target, "-", reply, started);
+        return audited(&state, &caller, auth, target, "-", reply, started);
     }
     let route_path = parts.uri.path();
     let query = parts.uri.query().unwrap_or("");
@@ -193,7 +196,21 @@ async fn dispatch(
     };
 
     let action = if action.is_empty() { "default" } else { &action };
-    audited(&state, &caller, route_path, action, reply, started)
+    audited(&state, &caller, auth, route_path, action, reply, started)
+}
+
+/// Audits and answers a request refused before it reached a route: a JWT-SVID caller whose
+/// token did not verify (`caller` "-": an unverified `sub` is not written), or one that may
+/// not use this listener. 401 `access_unauthorized`, as SPIKE answers unauthorised callers.
+pub fn audit_refusal(
+    state: &NexusState,
+    caller: &str,
+    auth: AuthForm,
+    route: &str,
+    started: Instant,
+) -> Response {
+    let reply = Reply::denied::<FallbackResponse>();
+    audited(state, caller, auth, route, "-", reply, started)
 }
 
 /// The length of a request target as the client sent it, without copying it.
@@ -207,6 +224,7 @@ fn target_len(uri: &axum::http::Uri) -> usize {
 fn audited(
     state: &NexusState,
     caller: &str,
+    auth: AuthForm,
     route: &str,
     action: &str,
     reply: Reply,
@@ -214,6 +232,7 @@ fn audited(
 ) -> Response {
     let event = AuditEvent {
         caller,
+        auth,
         route,
         action,
         path: reply.path.as_deref(),
