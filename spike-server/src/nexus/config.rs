@@ -653,6 +653,29 @@ mod tests {
     }
 
     #[test]
+    fn the_jwt_listener_is_off_by_default_and_its_settings_are_checked() {
+        assert!(parse(&[]).unwrap().jwt.is_none());
+        let c =
+            parse(&["--jwt-tls-port", "127.0.0.1:8554", "--jwt-bundle-files", "spike.ist=/b.json"])
+                .unwrap();
+        let jwt = c.jwt.unwrap();
+        assert_eq!((jwt.listen.port(), jwt.audience.as_str()), (8554, DEFAULT_JWT_AUDIENCE));
+        assert_eq!(
+            jwt.bundles,
+            JwtBundleSource::Files(vec![("spike.ist".into(), PathBuf::from("/b.json"))])
+        );
+        let err = parse(&["--jwt-tls-port", ":8554", "--jwt-bundle-files", "no-equals-sign"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SPIKE_NEXUS_JWT_BUNDLE_FILES"), "{err}");
+        let err =
+            parse(&["--jwt-tls-port", ":8554", "--jwt-audience", " ", "--jwt-bundle-files", "a=b"])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("SPIKE_NEXUS_JWT_AUDIENCE"), "{err}");
+    }
+
+    #[test]
     fn audit_bounds_have_defaults_and_refuse_values_that_would_not_bound_anything() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.audit_limits, crate::audit::AuditLimits::default());

@@ -61,9 +61,10 @@ pub async fn spawn_key_updates(source: JwtBundleSource, keys: Arc<JwtKeys>) {
             let _ = tokio::time::timeout(Duration::from_secs(3), loaded).await;
         }
         JwtBundleSource::Files(files) => {
+            // Stamps first: a change while loading is then seen by the next look.
+            let mut seen = stamps(&files);
             load_files(&files, &keys);
             tokio::spawn(async move {
-                let mut seen = stamps(&files);
                 loop {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     let now = stamps(&files);
@@ -230,6 +231,58 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Bearer a".parse().unwrap());
         h.append(header::AUTHORIZATION, "Bearer b".parse().unwrap());
         assert_eq!(bearer(&h), None, "two tokens are refused, not chosen between");
+    }
+
+    /// A JWKS file with one fresh ES256 key, and a token for `sub` signed by it.
+    fn key_file_and_token(path: &std::path::Path, kid: &str, sub: &str) -> String {
+        use base64::Engine as _;
+        use ring::rand::SystemRandom;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let point = key.public_key().as_ref();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": kid, "use": "jwt-svid",
+            "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
+        }]});
+        std::fs::write(path, jwks.to_string()).unwrap();
+        let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 300;
+        let header = serde_json::json!({"alg": "ES256", "kid": kid, "typ": "JWT"});
+        let claims = serde_json::json!({"sub": sub, "aud": ["spike-nexus"], "exp": exp});
+        let input =
+            format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()));
+        let sig = key.sign(&rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", b64.encode(sig.as_ref()))
+    }
+
+    #[tokio::test]
+    async fn bundle_files_are_loaded_and_reloaded_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("spike.ist.json");
+        let first = key_file_and_token(&file, "k1", "spiffe://spike.ist/apps/a");
+        let keys = Arc::new(JwtKeys::default());
+        let source = JwtBundleSource::Files(vec![("spike.ist".into(), file.clone())]);
+        spawn_key_updates(source, keys.clone()).await;
+        let v = Validation {
+            audience: "spike-nexus",
+            now: time::OffsetDateTime::now_utc(),
+            leeway: LEEWAY,
+            trust_domains: None,
+        };
+        let ok = spike_core::jwt::verify(&first, &keys.current(), &v).unwrap();
+        assert_eq!(ok.spiffe_id, "spiffe://spike.ist/apps/a");
+        // A new key replaces the file: the old token stops verifying, the new one verifies.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let second = key_file_and_token(&file, "k2", "spiffe://spike.ist/apps/b");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while spike_core::jwt::verify(&second, &keys.current(), &v).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the changed file was not re-read");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(spike_core::jwt::verify(&first, &keys.current(), &v).is_err());
     }
 
     #[test]
