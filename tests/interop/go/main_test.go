@@ -30,6 +30,8 @@ const (
 	liteID      = "spiffe://spike.ist/spike/workload/role/lite"
 	// demoID is a plain workload: it may do only what a policy grants it.
 	demoID = "spiffe://spike.ist/workload/demo"
+	// jwtAppID is a plain workload that calls Nexus with JWT-SVIDs (jwt_test.go).
+	jwtAppID = "spiffe://spike.ist/workload/jwt-app"
 
 	// svidTTL is short so that the rotation test sees a new SVID within seconds (the agent
 	// re-issues at half the TTL); every other test runs across rotations too.
@@ -48,6 +50,8 @@ type system struct {
 	sockDir  string
 	nexusURL string // https://127.0.0.1:<port>
 	addr     string // 127.0.0.1:<port>
+	jwtURL   string // https://127.0.0.1:<port> of Nexus's JWT-SVID listener
+	jwtAddr  string // 127.0.0.1:<port> of Nexus's JWT-SVID listener
 	agent    *procs.Proc
 	nexus    *procs.Proc
 }
@@ -154,9 +158,14 @@ func startSystem() (*system, error) {
 	if err != nil {
 		return nil, err
 	}
+	jwtAddr, err := procs.FreePort()
+	if err != nil {
+		return nil, err
+	}
 	s := &system{
 		root: root, dir: dir, sockDir: filepath.Join(dir, "sock"),
 		addr: addr, nexusURL: "https://" + addr,
+		jwtAddr: jwtAddr, jwtURL: "https://" + jwtAddr,
 	}
 	hermeticEnv(s)
 
@@ -164,12 +173,13 @@ func startSystem() (*system, error) {
 		"--socket-dir", s.sockDir,
 		"--svid-ttl", svidTTL.String(),
 		"--entry", "demo="+demoID,
+		"--entry", "jwt-app="+jwtAppID,
 	)
 	if err != nil {
 		return s, err
 	}
 	if err := procs.WaitFor("the dev agent's sockets", 20*time.Second, func() error {
-		for _, n := range []string{"nexus", "pilot-superuser", "demo", "lite-workload"} {
+		for _, n := range []string{"nexus", "pilot-superuser", "demo", "lite-workload", "jwt-app"} {
 			if _, err := os.Stat(filepath.Join(s.sockDir, n+".sock")); err != nil {
 				return err
 			}
@@ -188,6 +198,8 @@ func startSystem() (*system, error) {
 		"SPIKE_NEXUS_BACKEND_STORE=memory",
 		"SPIKE_NEXUS_TLS_PORT=" + addr,
 		"SPIKE_NEXUS_DATA_DIR=" + data,
+		// The JWT-SVID listener (jwt_test.go); its keys come from the same Workload API.
+		"SPIKE_NEXUS_JWT_TLS_PORT=" + jwtAddr,
 	})
 	if err != nil {
 		return s, err
