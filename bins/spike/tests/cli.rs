@@ -360,6 +360,27 @@ fn readme_flow_survives_kill_9_restarts_and_a_lost_key() {
     let r = dev.spike_as("demo", &["secret", "put", "tenants/demo/db", "k=v"], None);
     assert_eq!(r.code, 2, "{r:?}");
 
+    // The same workload with a JWT-SVID on the JWT listener `spike dev` runs (issue 17): the
+    // same policy applies; a SPIKE role's token is refused there (roles are mTLS-only).
+    let env_file = std::fs::read_to_string(dir.join("env")).unwrap();
+    let jwt_url = env_file
+        .lines()
+        .find_map(|l| l.strip_prefix("export SPIKE_NEXUS_JWT_API_URL="))
+        .expect("spike dev writes the JWT listener's URL")
+        .trim_matches('\'')
+        .to_owned();
+    let jwt = |entry: &str, args: &[&str]| {
+        let mut cmd = dev.command_as(entry, &[&["--jwt-audience", "spike-nexus"], args].concat());
+        cmd.env("SPIKE_NEXUS_JWT_API_URL", &jwt_url);
+        run(cmd, None, Duration::from_secs(60))
+    };
+    let r = jwt("demo", &["secret", "get", "tenants/demo/db", "--field", "password"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "p\n"), "{r:?}");
+    let r = jwt("demo", &["secret", "put", "tenants/demo/db", "k=v"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = jwt("pilot", &["secret", "list"]);
+    assert_eq!(r.code, 2, "a Pilot role over JWT: {r:?}");
+
     // spike exec hands the values to a child and returns its exit code.
     let r = dev.spike(&[
         "exec",
