@@ -152,14 +152,16 @@ async fn call_without_security_header_is_invalid_argument() {
     agent.shutdown().await;
 }
 
+/// The JWT-SVID profile is served too (tested in depth in dev_agent_jwt.rs).
 #[tokio::test]
-async fn jwt_rpcs_are_unimplemented() {
+async fn jwt_rpcs_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let agent = start(dir.path(), Duration::from_secs(3600)).await;
     let mut client = raw_client(agent.socket_path("nexus").unwrap()).await;
     let request = JwtsvidRequest { audience: vec!["spike".into()], spiffe_id: String::new() };
-    let status = client.fetch_jwtsvid(with_header(request)).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    let reply = client.fetch_jwtsvid(with_header(request)).await.unwrap().into_inner();
+    assert_eq!(reply.svids.len(), 1);
+    assert_eq!(reply.svids[0].spiffe_id, "spiffe://spike.ist/spike/nexus");
     agent.shutdown().await;
 }
 

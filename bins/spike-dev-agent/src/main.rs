@@ -9,8 +9,8 @@ use clap::Parser;
 use spike_server::dev::agent::{AgentConfigFile, DevAgent, DevAgentHandle, RegistrationEntry};
 use spike_server::error::DevAgentError;
 
-/// A development SPIFFE Workload API: issues short-lived X509-SVIDs for SPIKE's well-known
-/// identities (and any you register) over Unix sockets.
+/// A development SPIFFE Workload API: issues short-lived X509-SVIDs and JWT-SVIDs for SPIKE's
+/// well-known identities (and any you register) over Unix sockets.
 #[derive(Debug, Parser)]
 #[command(name = "spike-dev-agent", version)]
 struct Cli {
@@ -27,9 +27,18 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
-    /// SVID lifetime, e.g. 1h, 10m, 30s; SVIDs are re-issued at half of it [default: 1h].
+    /// X509-SVID lifetime, e.g. 1h, 10m, 30s; SVIDs are re-issued at half of it [default: 1h].
     #[arg(long, value_name = "DURATION")]
     svid_ttl: Option<String>,
+
+    /// JWT-SVID lifetime (whole seconds, at least 2s), e.g. 5m, 30s [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    jwt_svid_ttl: Option<String>,
+
+    /// How often a new JWT signing key (ES256) replaces the current one; a retired key stays
+    /// in the JWT bundle until its tokens have expired [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    jwt_key_rotation: Option<String>,
 
     /// TOML file with settings and `[[entry]]` tables; flags win over it.
     #[arg(long, value_name = "FILE")]
@@ -91,6 +100,16 @@ async fn run(cli: Cli) -> Result<(), DevAgentError> {
         let ttl = spike_server::config::parse_duration("--svid-ttl", ttl)
             .map_err(|e| DevAgentError::Option(e.to_string()))?;
         builder = builder.svid_ttl(ttl);
+    }
+    if let Some(ttl) = &cli.jwt_svid_ttl {
+        let ttl = spike_server::config::parse_duration("--jwt-svid-ttl", ttl)
+            .map_err(|e| DevAgentError::Option(e.to_string()))?;
+        builder = builder.jwt_svid_ttl(ttl);
+    }
+    if let Some(interval) = &cli.jwt_key_rotation {
+        let interval = spike_server::config::parse_duration("--jwt-key-rotation", interval)
+            .map_err(|e| DevAgentError::Option(e.to_string()))?;
+        builder = builder.jwt_key_rotation(interval);
     }
     if cli.no_default_entries {
         builder = builder.default_entries(false);

@@ -5,12 +5,18 @@
 //! (DESIGN.md, "Dev identity"). It keeps a CA for one trust domain, issues short-lived
 //! X509-SVIDs, re-issues them at half-life and pushes them on open `FetchX509SVID` streams.
 //!
+//! It serves JWT-SVIDs too, as SPIRE's agent does: `FetchJWTSVID` mints ES256 tokens
+//! (`sub`, `aud`, `exp`, `iat`; lifetime [`DEFAULT_JWT_SVID_TTL`]) with the trust domain's
+//! current signing key; the key rotates every [`DEFAULT_JWT_KEY_ROTATION`], and a retired key
+//! stays in the `FetchJWTBundles` JWKS until every token it signed has expired (each change is
+//! a new message on open streams); `ValidateJWTSVID` verifies tokens against those keys.
+//!
 //! Callers are attested two ways: each registration entry has its own socket
 //! `<socket dir>/<name>.sock` (mode 0600, so the file's permissions are the attestation), and
 //! the shared `<socket dir>/agent.sock` hands out the entries whose `unix:uid:N` selector
 //! matches the caller's SO_PEERCRED user ID. A caller matching nothing gets
 //! `PERMISSION_DENIED`; a call without the `workload.spiffe.io: true` header gets
-//! `INVALID_ARGUMENT`; the JWT RPCs are `UNIMPLEMENTED`.
+//! `INVALID_ARGUMENT`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), spike_server::error::DevAgentError> {
@@ -21,6 +27,8 @@
 //!     .trust_domain("spike.ist")
 //!     .socket_dir("/tmp/spike-dev-agent")
 //!     .svid_ttl(Duration::from_secs(3600))
+//!     .jwt_svid_ttl(Duration::from_secs(300))
+//!     .jwt_key_rotation(Duration::from_secs(3600))
 //!     .build()?
 //!     .serve()
 //!     .await?;
@@ -32,6 +40,7 @@
 mod authority;
 mod ca;
 mod entries;
+mod jwt;
 mod service;
 
 pub use entries::{
@@ -50,6 +59,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use self::ca::{Ca, Issued, write_file};
+use self::jwt::JwtKeys;
 use self::service::{Attestor, WorkloadApi};
 use crate::error::DevAgentError;
 
@@ -63,6 +73,14 @@ pub mod proto {
 pub const DEFAULT_SVID_TTL: Duration = Duration::from_secs(3600);
 /// Shortest SVID lifetime accepted (tests use a few seconds).
 pub const MIN_SVID_TTL: Duration = Duration::from_secs(2);
+/// Default JWT-SVID lifetime (SPIRE's default too).
+pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
+/// Shortest JWT-SVID lifetime accepted; JWT times are whole seconds.
+pub const MIN_JWT_SVID_TTL: Duration = Duration::from_secs(2);
+/// Default interval between JWT signing keys.
+pub const DEFAULT_JWT_KEY_ROTATION: Duration = Duration::from_secs(3600);
+/// Shortest JWT key rotation interval accepted (tests use a few seconds).
+pub const MIN_JWT_KEY_ROTATION: Duration = Duration::from_secs(1);
 /// How long [`DevAgentHandle::shutdown`] waits for connections to close before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// `sun_path` holds 108 bytes including the terminating NUL.
@@ -80,6 +98,8 @@ pub struct DevAgentBuilder {
     state_dir: Option<PathBuf>,
     socket_dir: PathBuf,
     svid_ttl: Duration,
+    jwt_svid_ttl: Duration,
+    jwt_key_rotation: Duration,
     default_entries: bool,
     entries: Vec<RegistrationEntry>,
     write_svids: Vec<(String, PathBuf)>,
@@ -108,6 +128,20 @@ impl DevAgentBuilder {
     /// SVID lifetime (default [`DEFAULT_SVID_TTL`]); SVIDs are re-issued at half of it.
     pub fn svid_ttl(mut self, ttl: Duration) -> Self {
         self.svid_ttl = ttl;
+        self
+    }
+
+    /// JWT-SVID lifetime, whole seconds (default [`DEFAULT_JWT_SVID_TTL`]): a token's `exp`
+    /// is its `iat` plus this, and a retired signing key stays in the bundle this long.
+    pub fn jwt_svid_ttl(mut self, ttl: Duration) -> Self {
+        self.jwt_svid_ttl = ttl;
+        self
+    }
+
+    /// How often a new JWT signing key replaces the current one (default
+    /// [`DEFAULT_JWT_KEY_ROTATION`]).
+    pub fn jwt_key_rotation(mut self, interval: Duration) -> Self {
+        self.jwt_key_rotation = interval;
         self
     }
 
@@ -146,6 +180,19 @@ impl DevAgentBuilder {
             return Err(DevAgentError::Option(format!(
                 "SVID TTL {:?} is too short: the minimum is {MIN_SVID_TTL:?}",
                 self.svid_ttl
+            )));
+        }
+        if self.jwt_svid_ttl < MIN_JWT_SVID_TTL {
+            return Err(DevAgentError::Option(format!(
+                "JWT-SVID TTL {:?} is too short: the minimum is {MIN_JWT_SVID_TTL:?}",
+                self.jwt_svid_ttl
+            )));
+        }
+        if self.jwt_key_rotation < MIN_JWT_KEY_ROTATION {
+            return Err(DevAgentError::Option(format!(
+                "JWT key rotation interval {:?} is too short: the minimum is \
+                 {MIN_JWT_KEY_ROTATION:?}",
+                self.jwt_key_rotation
             )));
         }
         let mut entries =
@@ -191,6 +238,8 @@ impl DevAgentBuilder {
             trust_domain,
             socket_dir: self.socket_dir,
             svid_ttl: self.svid_ttl,
+            jwt_svid_ttl: self.jwt_svid_ttl,
+            jwt_key_rotation: self.jwt_key_rotation,
             entries,
             write_svids: self.write_svids,
             ca: Arc::new(ca),
@@ -204,17 +253,21 @@ pub struct DevAgent {
     trust_domain: TrustDomain,
     socket_dir: PathBuf,
     svid_ttl: Duration,
+    jwt_svid_ttl: Duration,
+    jwt_key_rotation: Duration,
     entries: Vec<RegistrationEntry>,
     write_svids: Vec<(String, PathBuf)>,
     ca: Arc<Ca>,
 }
 
-/// What every socket's service reads: the CA, the entries and the current SVIDs.
+/// What every socket's service reads: the CA, the entries, the current SVIDs and JWT keys.
 pub(crate) struct Shared {
     trust_domain: TrustDomain,
     ca: Arc<Ca>,
     entries: Vec<RegistrationEntry>,
     state: watch::Receiver<Arc<Snapshot>>,
+    jwt: watch::Receiver<Arc<JwtKeys>>,
+    jwt_svid_ttl: Duration,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -225,13 +278,16 @@ pub(crate) struct Snapshot {
 }
 
 impl DevAgent {
-    /// Starts configuring an agent (trust domain `spike.ist`, TTL 1h, SPIKE's default entries).
+    /// Starts configuring an agent (trust domain `spike.ist`, X509-SVID TTL 1h, JWT-SVID TTL
+    /// 5m, a new JWT key every hour, SPIKE's default entries).
     pub fn builder() -> DevAgentBuilder {
         DevAgentBuilder {
             trust_domain: spike_core::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
             state_dir: None,
             socket_dir: default_socket_dir(),
             svid_ttl: DEFAULT_SVID_TTL,
+            jwt_svid_ttl: DEFAULT_JWT_SVID_TTL,
+            jwt_key_rotation: DEFAULT_JWT_KEY_ROTATION,
             default_entries: true,
             entries: Vec::new(),
             write_svids: Vec::new(),
@@ -251,12 +307,15 @@ impl DevAgent {
         write_svid_files_for(&self.ca, &self.entries, &first, &self.write_svids)?;
 
         let (state_tx, state_rx) = watch::channel(Arc::clone(&first));
+        let (jwt_tx, jwt_rx) = watch::channel(Arc::new(JwtKeys::new(&self.trust_domain)?));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             trust_domain: self.trust_domain.clone(),
             ca: Arc::clone(&self.ca),
             entries: self.entries.clone(),
             state: state_rx,
+            jwt: jwt_rx,
+            jwt_svid_ttl: self.jwt_svid_ttl,
             shutdown: shutdown_rx.clone(),
         });
 
@@ -285,6 +344,14 @@ impl DevAgent {
             write_svids: self.write_svids.clone(),
             state: state_tx,
             rotate: Arc::clone(&rotate),
+            shutdown: shutdown_rx.clone(),
+        })));
+        let rotate_jwt = Arc::new(Notify::new());
+        tasks.push(tokio::spawn(jwt_rotate_loop(JwtRotateLoop {
+            keys: jwt_tx,
+            interval: self.jwt_key_rotation,
+            ttl: self.jwt_svid_ttl,
+            rotate: Arc::clone(&rotate_jwt),
             shutdown: shutdown_rx,
         })));
 
@@ -292,6 +359,8 @@ impl DevAgent {
             trust_domain = %self.trust_domain,
             socket_dir = %self.socket_dir.display(),
             svid_ttl = ?self.svid_ttl,
+            jwt_svid_ttl = ?self.jwt_svid_ttl,
+            jwt_key_rotation = ?self.jwt_key_rotation,
             entries = self.entries.len(),
             "spike-dev-agent serving the SPIFFE Workload API"
         );
@@ -302,6 +371,7 @@ impl DevAgent {
             shared_socket: shared_path,
             shutdown: shutdown_tx,
             rotate,
+            rotate_jwt,
             tasks,
         })
     }
@@ -316,6 +386,7 @@ pub struct DevAgentHandle {
     shared_socket: PathBuf,
     shutdown: watch::Sender<bool>,
     rotate: Arc<Notify>,
+    rotate_jwt: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -388,6 +459,19 @@ impl DevAgentHandle {
     /// Re-issues every SVID now (as at half-life) and pushes them to open streams.
     pub fn rotate_now(&self) {
         self.rotate.notify_one();
+    }
+
+    /// Replaces the JWT signing key now (as at the rotation interval); the retired key stays
+    /// in the bundle until its tokens have expired, and open `FetchJWTBundles` streams get
+    /// the new bundle.
+    pub fn rotate_jwt_key_now(&self) {
+        self.rotate_jwt.notify_one();
+    }
+
+    /// The current JWT bundle of the agent's trust domain: a JWKS document, as
+    /// `FetchJWTBundles` sends it.
+    pub fn jwt_bundle_json(&self) -> Vec<u8> {
+        self.shared.jwt.borrow().jwks()
     }
 
     /// Stops serving: ends open streams, waits briefly for connections, removes the sockets.
@@ -569,6 +653,53 @@ async fn rotate_loop(mut r: RotateLoop) {
             }
             // Keep serving the previous SVIDs and try again at the next tick.
             Err(e) => tracing::error!(error = %e, "could not re-issue X509-SVIDs"),
+        }
+    }
+}
+
+struct JwtRotateLoop {
+    keys: watch::Sender<Arc<JwtKeys>>,
+    interval: Duration,
+    ttl: Duration,
+    rotate: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Replaces the JWT signing key every `interval` (or on demand), and drops each retired key
+/// from the bundle once every token it signed has expired, until shutdown. Every change is a
+/// new generation, so open `FetchJWTBundles` streams send it.
+async fn jwt_rotate_loop(mut r: JwtRotateLoop) {
+    let mut next_rotation = tokio::time::Instant::now() + r.interval;
+    loop {
+        let current = Arc::clone(&r.keys.borrow());
+        // Retired keys leave by wall-clock time, as token expiry is wall-clock time.
+        let mut wake = next_rotation;
+        if let Some(drop_at) = current.next_drop() {
+            let wait = drop_at.duration_since(SystemTime::now()).unwrap_or_default();
+            wake = wake.min(tokio::time::Instant::now() + wait);
+        }
+        let forced = tokio::select! {
+            () = tokio::time::sleep_until(wake) => false,
+            () = r.rotate.notified() => true,
+            _ = r.shutdown.wait_for(|stop| *stop) => return,
+        };
+        let now = SystemTime::now();
+        if forced || tokio::time::Instant::now() >= next_rotation {
+            next_rotation = tokio::time::Instant::now() + r.interval;
+            match current.rotated(now, r.ttl) {
+                Ok(keys) => {
+                    tracing::debug!(generation = keys.generation, "rotated the JWT signing key");
+                    r.keys.send_replace(Arc::new(keys));
+                }
+                // Keep signing with the current key and try again at the next interval.
+                Err(e) => tracing::error!(error = %e, "could not make a new JWT signing key"),
+            }
+        } else if let Some(keys) = current.pruned(now) {
+            tracing::debug!(
+                generation = keys.generation,
+                "retired JWT signing key left the bundle"
+            );
+            r.keys.send_replace(Arc::new(keys));
         }
     }
 }

@@ -143,6 +143,8 @@ pub fn default_entries(
 /// ```toml
 /// trust_domain = "spike.ist"
 /// svid_ttl = "1h"
+/// jwt_svid_ttl = "5m"
+/// jwt_key_rotation = "1h"
 /// socket_dir = "/tmp/spike-dev-agent"
 /// default_entries = true
 ///
@@ -166,6 +168,10 @@ pub struct AgentConfigFile {
     pub socket_dir: Option<PathBuf>,
     /// SVID lifetime, Go style ("1h", "30s").
     pub svid_ttl: Option<String>,
+    /// JWT-SVID lifetime, Go style ("5m").
+    pub jwt_svid_ttl: Option<String>,
+    /// How often the JWT signing key is replaced, Go style ("1h").
+    pub jwt_key_rotation: Option<String>,
     /// Whether to register SPIKE's well-known identities too.
     pub default_entries: Option<bool>,
     /// Extra registration entries.
@@ -234,6 +240,16 @@ impl AgentConfigFile {
                 .map_err(|e| DevAgentError::Option(e.to_string()))?;
             builder = builder.svid_ttl(ttl);
         }
+        if let Some(ttl) = &self.jwt_svid_ttl {
+            let ttl = crate::config::parse_duration("jwt_svid_ttl", ttl)
+                .map_err(|e| DevAgentError::Option(e.to_string()))?;
+            builder = builder.jwt_svid_ttl(ttl);
+        }
+        if let Some(interval) = &self.jwt_key_rotation {
+            let interval = crate::config::parse_duration("jwt_key_rotation", interval)
+                .map_err(|e| DevAgentError::Option(e.to_string()))?;
+            builder = builder.jwt_key_rotation(interval);
+        }
         if let Some(defaults) = self.default_entries {
             builder = builder.default_entries(defaults);
         }
@@ -293,6 +309,8 @@ mod tests {
         let text = r#"
             trust_domain = "example.org"
             svid_ttl = "90s"
+            jwt_svid_ttl = "2m"
+            jwt_key_rotation = "30m"
             default_entries = false
 
             [[entry]]
@@ -313,5 +331,13 @@ mod tests {
         assert!(err.to_string().contains("agent.toml"), "{err}");
         let bad_ttl = AgentConfigFile::parse("svid_ttl = \"soon\"", Path::new("a.toml")).unwrap();
         assert!(bad_ttl.apply(super::super::DevAgent::builder()).is_err());
+        for bad in ["jwt_svid_ttl = \"soon\"", "jwt_key_rotation = \"-\""] {
+            let file = AgentConfigFile::parse(bad, Path::new("a.toml")).unwrap();
+            let err = file.apply(super::super::DevAgent::builder()).unwrap_err().to_string();
+            assert!(err.contains(bad.split(' ').next().unwrap()), "{err}");
+        }
+        let short = AgentConfigFile::parse("jwt_svid_ttl = \"1s\"", Path::new("a.toml")).unwrap();
+        let err = short.apply(super::super::DevAgent::builder()).unwrap().build().unwrap_err();
+        assert!(err.to_string().contains("too short"), "{err}");
     }
 }

@@ -1,10 +1,13 @@
-//! The SPIFFE Workload API service (SPIFFE Workload API spec §5–6) over the agent's state.
+//! The SPIFFE Workload API service (SPIFFE Workload API spec §5–6) over the agent's state:
+//! X509-SVIDs and bundles, and JWT-SVIDs, their bundles and their validation.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures::Stream;
+use spiffe::SpiffeId;
 use tokio::sync::watch;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
@@ -12,9 +15,9 @@ use tonic::{Request, Response, Status};
 use super::Shared;
 use super::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use super::proto::{
-    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
-    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
-    X509svidResponse,
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
+    X509svid, X509svidRequest, X509svidResponse,
 };
 
 /// The metadata header every Workload API call must carry (Workload API spec §5.2): it proves
@@ -171,15 +174,82 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         Self::check_header(&request)?;
-        Err(Status::unimplemented("spike-dev-agent serves X509-SVIDs only"))
+        let audience = &request.get_ref().audience;
+        if audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("an audience must not be empty"));
+        }
+        let wanted = match request.get_ref().spiffe_id.as_str() {
+            "" => None,
+            id => Some(SpiffeId::new(id).map_err(|e| {
+                Status::invalid_argument(format!("spiffe_id {id:?} is not a SPIFFE ID: {e}"))
+            })?),
+        };
+        let entries = self.attest(&request)?;
+        // Like SPIRE: one JWT-SVID per identity the caller is entitled to, or only the one
+        // asked for, which the caller must be entitled to.
+        let ids: Vec<&SpiffeId> = entries
+            .iter()
+            .filter_map(|&i| self.shared.entries.get(i))
+            .map(|e| e.spiffe_id())
+            .filter(|id| wanted.as_ref().is_none_or(|w| w == *id))
+            .collect();
+        if ids.is_empty() {
+            // SPIRE's wording, which clients (the `spiffe` crate) recognise.
+            return Err(Status::permission_denied(format!(
+                "no identity issued: this caller is not entitled to {}",
+                wanted.as_ref().map(ToString::to_string).unwrap_or_default()
+            )));
+        }
+        let keys = Arc::clone(&self.shared.jwt.borrow());
+        let now = SystemTime::now();
+        let svids = ids
+            .into_iter()
+            .map(|id| {
+                let svid = keys.mint(id, audience, now, self.shared.jwt_svid_ttl).map_err(|e| {
+                    tracing::error!(error = %e, "could not mint a JWT-SVID");
+                    Status::internal(e.to_string())
+                })?;
+                Ok(Jwtsvid { spiffe_id: id.to_string(), svid, hint: String::new() })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        tracing::debug!(svids = svids.len(), key_generation = keys.generation, "issued JWT-SVIDs");
+        Ok(Response::new(JwtsvidResponse { svids }))
     }
 
     async fn fetch_jwt_bundles(
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        Self::check_header(&request)?;
-        Err(Status::unimplemented("spike-dev-agent serves X509-SVIDs only"))
+        self.attest(&request)?;
+        let keys = self.shared.jwt.clone();
+        let shutdown = self.shared.shutdown.clone();
+        // One message now, then one per key change (rotation, a retired key leaving), until
+        // the client hangs up or we stop.
+        let stream = futures::stream::unfold(
+            (keys, shutdown, None::<u64>),
+            move |(mut keys, mut shutdown, sent)| async move {
+                loop {
+                    let current = Arc::clone(&keys.borrow_and_update());
+                    if sent != Some(current.generation) {
+                        let message = JwtBundlesResponse {
+                            bundles: HashMap::from([(
+                                current.trust_domain().id_string(),
+                                current.jwks(),
+                            )]),
+                        };
+                        return Some((Ok(message), (keys, shutdown, Some(current.generation))));
+                    }
+                    tokio::select! {
+                        changed = keys.changed() => if changed.is_err() { return None },
+                        () = until_shutdown(&mut shutdown) => return None,
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn validate_jwtsvid(
@@ -187,7 +257,24 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         Self::check_header(&request)?;
-        Err(Status::unimplemented("spike-dev-agent serves X509-SVIDs only"))
+        let ValidateJwtsvidRequest { audience, svid } = request.get_ref();
+        if audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        self.attest(&request)?;
+        let keys = Arc::clone(&self.shared.jwt.borrow());
+        // The reason never quotes the token (nor is the token logged).
+        let validated = keys.validate(svid, audience, SystemTime::now()).map_err(|e| {
+            tracing::debug!(reason = e.0, "refused a JWT-SVID");
+            Status::invalid_argument(e.to_string())
+        })?;
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: validated.spiffe_id.to_string(),
+            claims: Some(super::jwt::to_struct(validated.claims)),
+        }))
     }
 }
 
