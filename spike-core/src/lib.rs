@@ -7,7 +7,8 @@
 //! - [`path`]: the one canonical validator for secret paths and policy names;
 //! - [`policy`]: SPIKE's policy model and an anchored, precompiled matcher;
 //! - [`store`]: a ciphertext-only `Backend` trait (memory, sled) and the versioned secret model;
-//! - [`identity`]: SPIKE's well-known SPIFFE IDs.
+//! - [`identity`]: SPIKE's well-known SPIFFE IDs;
+//! - [`jwt`]: JWT-SVID verification against SPIFFE JWT bundles (Bearer authentication).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod crypto;
 pub mod error;
 pub mod identity;
 pub mod internal;
+pub mod jwt;
 pub mod path;
 pub mod policy;
 pub mod secret;
