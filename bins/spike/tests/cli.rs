@@ -792,3 +792,29 @@ fn spike_dev_explains_missing_binaries_and_bad_flags() {
         assert!(r.stdout.contains(word), "--help lacks {word}: {}", r.stdout);
     }
 }
+
+/// Usage errors are local errors (exit 1), as in the vault/bao CLIs; 2 is kept for "Nexus said
+/// no" (issue 18). Help and version exit 0.
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    for args in [
+        &["--format", "xml", "secret", "list"][..],
+        &["secret", "get"],
+        &["no-such-command"],
+        &["secret", "list", "--no-such-flag"],
+        &["policy"],
+    ] {
+        let mut cmd = Command::new(SPIKE);
+        cmd.args(args).env_remove("SPIFFE_ENDPOINT_SOCKET");
+        let r = run(cmd, None, Duration::from_secs(30));
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(!r.stderr.is_empty(), "{args:?} says what is wrong");
+    }
+    for args in [&["--help"][..], &["secret", "--help"], &["--version"]] {
+        let mut cmd = Command::new(SPIKE);
+        cmd.args(args);
+        let r = run(cmd, None, Duration::from_secs(30));
+        assert_eq!(r.code, 0, "{args:?}: {r:?}");
+        assert!(!r.stdout.is_empty());
+    }
+}
