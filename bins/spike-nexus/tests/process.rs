@@ -121,7 +121,7 @@ fn invalid_configuration_is_refused_with_the_setting_named() {
 
 #[test]
 fn audit_verify_walks_rotated_files_and_names_the_file_and_line_of_a_break() {
-    use spike_server::audit::{AuditEvent, AuditLimits, AuditLog, Decision};
+    use spike_server::audit::{AuditEvent, AuditLimits, AuditLog, AuthForm, Decision};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let limits = AuditLimits { max_file_bytes: 1000, ..AuditLimits::default() };
@@ -130,6 +130,7 @@ fn audit_verify_walks_rotated_files_and_names_the_file_and_line_of_a_break() {
         let path = format!("app/{i}");
         log.record(&AuditEvent {
             caller: "spiffe://spike.ist/spike/pilot/role/superuser",
+            auth: AuthForm::X509Svid,
             route: "/v1/store/secrets",
             action: "get",
             path: Some(&path),
