@@ -37,6 +37,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// The Workload API socket is not there or refuses connections: nothing to wait for.
+    #[error("cannot reach the SPIFFE Workload API at {endpoint}: {reason}")]
+    WorkloadApiUnreachable {
+        /// The endpoint that was tried (`unix:///...`).
+        endpoint: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+
     /// A running identity source has no usable SVID right now (closed, withdrawn, or expired).
     #[error("the identity source has no usable X509-SVID right now: {0}")]
     SourceUnavailable(String),

@@ -334,6 +334,14 @@ impl IdentitySource {
             timeout: initial_sync_timeout,
             reason,
         };
+        // Waiting only makes sense for an agent that is there but has no SVID for us yet: a
+        // socket that does not exist or refuses connections fails at once (issue 18).
+        if let Some(path) = endpoint.strip_prefix("unix://") {
+            unix_socket_reachable(path).await.map_err(|reason| Error::WorkloadApiUnreachable {
+                endpoint: endpoint.clone(),
+                reason,
+            })?;
+        }
         let mut builder =
             X509Source::builder().endpoint(&endpoint).initial_sync_timeout(initial_sync_timeout);
         let offered = Arc::new(Mutex::new(Vec::new()));
@@ -478,6 +486,24 @@ fn replace<T>(lock: &RwLock<T>, value: T) {
 /// Reads a shared value, ignoring poisoning (see [`replace`]).
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
     lock.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Whether a Workload API Unix socket at `path` accepts connections; the error says why not
+/// and what to do.
+async fn unix_socket_reachable(path: &str) -> std::result::Result<(), String> {
+    if !std::path::Path::new(path).exists() {
+        return Err(format!(
+            "the socket {path} does not exist: is the SPIFFE agent (or `spike dev`) running, \
+             and is SPIFFE_ENDPOINT_SOCKET right?"
+        ));
+    }
+    match tokio::net::UnixStream::connect(path).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "the socket {path} refuses connections ({e}): the agent that made it has stopped; \
+             start it again (or `spike dev`)"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -147,9 +147,11 @@ fn hint(err: &CliError) -> Option<String> {
                  --spiffe-id-pattern '^{who}$' --path-pattern '^PATH/.*$' --permissions read`"
             ))
         }
-        CliError::Client(ClientError::EndpointNotSet | ClientError::NexusUnreachable { .. }) => {
-            Some("for a local system run `spike dev`, then `source .spike-dev/env`".into())
-        }
+        CliError::Client(
+            ClientError::EndpointNotSet
+            | ClientError::NexusUnreachable { .. }
+            | ClientError::WorkloadApiUnreachable { .. },
+        ) => Some("for a local system run `spike dev`, then `source .spike-dev/env`".into()),
         _ => None,
     }
 }

@@ -818,3 +818,22 @@ fn usage_errors_exit_1_and_help_exits_0() {
         assert!(!r.stdout.is_empty());
     }
 }
+
+/// A Workload API socket that is gone (every time `spike dev` was stopped) or refuses
+/// connections fails at once with what to do, instead of waiting for an SVID (issue 18).
+#[test]
+fn a_missing_or_dead_agent_socket_fails_at_once_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("gone.sock");
+    let dead = tmp.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+    for (socket, says) in [(&missing, "does not exist"), (&dead, "refuses connections")] {
+        let mut cmd = Command::new(SPIKE);
+        cmd.args(["secret", "list"])
+            .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
+            .env("SPIKE_NEXUS_API_URL", "https://127.0.0.1:1");
+        let r = run(cmd, None, Duration::from_secs(30));
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains(says) && r.stderr.contains("spike dev"), "{r:?}");
+    }
+}
