@@ -83,7 +83,8 @@ enum spike_result
    */
   SPIKE_RESULT_ENDPOINT_NOT_SET = 200,
   /**
-   * The SPIFFE Workload API gave no usable X509-SVID (agent down, process not registered).
+   * The SPIFFE Workload API gave no usable SVID: no X509-SVID, or in JWT mode no JWT-SVID
+   * for the audience (agent down, process not registered).
    */
   SPIKE_RESULT_WORKLOAD_API = 201,
   /**
@@ -321,7 +322,8 @@ spike_result spike_client_builder_set_socket(struct spike_client_builder *builde
 
 /**
  * Sets Nexus's URL (default: `SPIKE_NEXUS_API_URL`, then `SPIKE_NEXUS_URL`, then
- * `https://localhost:8553`). The string is copied; it must start with `https://`, which is
+ * `https://localhost:8553`; in JWT mode, see `spike_client_builder_set_jwt_audience`,
+ * `SPIKE_NEXUS_JWT_API_URL`). The string is copied; it must start with `https://`, which is
  * checked by `spike_client_builder_build`.
  *
  * # Safety
@@ -374,6 +376,24 @@ spike_result spike_client_builder_set_svid_timeout_ms(struct spike_client_builde
  */
 spike_result spike_client_builder_set_retry_attempts(struct spike_client_builder *builder,
                                                      uint32_t attempts);
+
+/**
+ * Switches the client to JWT-SVID mode, for Nexus's JWT listener (`SPIKE_NEXUS_JWT_TLS_PORT`):
+ * instead of a client certificate, each request carries `Authorization: Bearer <JWT-SVID>`
+ * for `audience` (Nexus's `SPIKE_NEXUS_JWT_AUDIENCE`, by default `spike-nexus`). JWT-SVIDs
+ * come from the Workload API (the socket set with `spike_client_builder_set_socket`, else
+ * `SPIFFE_ENDPOINT_SOCKET`) and are renewed before they expire; Nexus is still authenticated
+ * by its X509-SVID. The URL then defaults to `SPIKE_NEXUS_JWT_API_URL` instead of
+ * `SPIKE_NEXUS_API_URL`. The string is copied; an empty or blank audience is refused.
+ *
+ * A spike-rs extension: SPIKE's own Nexus has no JWT listener.
+ *
+ * # Safety
+ *
+ * `builder` must be NULL or a live builder; `audience` NULL or a NUL-terminated string.
+ */
+spike_result spike_client_builder_set_jwt_audience(struct spike_client_builder *builder,
+                                                   const char *audience);
 
 /**
  * Creates a client from `builder`, which this call always frees (on success and on error),

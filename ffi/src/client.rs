@@ -89,6 +89,7 @@ pub(crate) struct Builder {
     timeout: Option<Duration>,
     svid_timeout: Option<Duration>,
     retry_attempts: Option<u32>,
+    jwt_audience: Option<String>,
 }
 
 impl Castable for spike_client_builder {
@@ -123,6 +124,9 @@ impl Builder {
         }
         if let Some(attempts) = self.retry_attempts {
             b = b.retry(RetryPolicy { attempts, ..RetryPolicy::default() });
+        }
+        if let Some(audience) = self.jwt_audience {
+            b = b.jwt_audience(audience);
         }
         match rt.block_on(b.build()) {
             Ok(spike) => Ok(Client { rt, spike }),
@@ -234,7 +238,8 @@ pub unsafe extern "C" fn spike_client_builder_set_socket(
 }
 
 /// Sets Nexus's URL (default: `SPIKE_NEXUS_API_URL`, then `SPIKE_NEXUS_URL`, then
-/// `https://localhost:8553`). The string is copied; it must start with `https://`, which is
+/// `https://localhost:8553`; in JWT mode, see `spike_client_builder_set_jwt_audience`,
+/// `SPIKE_NEXUS_JWT_API_URL`). The string is copied; it must start with `https://`, which is
 /// checked by `spike_client_builder_build`.
 ///
 /// # Safety
@@ -330,6 +335,35 @@ pub unsafe extern "C" fn spike_client_builder_set_retry_attempts(
             return Err(Fault::invalid("attempts must be at least 1"));
         }
         builder.retry_attempts = Some(attempts);
+        Ok(())
+    })
+}
+
+/// Switches the client to JWT-SVID mode, for Nexus's JWT listener (`SPIKE_NEXUS_JWT_TLS_PORT`):
+/// instead of a client certificate, each request carries `Authorization: Bearer <JWT-SVID>`
+/// for `audience` (Nexus's `SPIKE_NEXUS_JWT_AUDIENCE`, by default `spike-nexus`). JWT-SVIDs
+/// come from the Workload API (the socket set with `spike_client_builder_set_socket`, else
+/// `SPIFFE_ENDPOINT_SOCKET`) and are renewed before they expire; Nexus is still authenticated
+/// by its X509-SVID. The URL then defaults to `SPIKE_NEXUS_JWT_API_URL` instead of
+/// `SPIKE_NEXUS_API_URL`. The string is copied; an empty or blank audience is refused.
+///
+/// A spike-rs extension: SPIKE's own Nexus has no JWT listener.
+///
+/// # Safety
+///
+/// `builder` must be NULL or a live builder; `audience` NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn spike_client_builder_set_jwt_audience(
+    builder: *mut spike_client_builder,
+    audience: *const c_char,
+) -> spike_result {
+    catch_result(|| {
+        let builder = try_mut!(builder);
+        let audience = try_str!(audience);
+        if audience.trim().is_empty() {
+            return Err(Fault::invalid("audience must not be empty"));
+        }
+        builder.jwt_audience = Some(audience.to_owned());
         Ok(())
     })
 }

@@ -33,7 +33,8 @@ pub enum spike_result {
     InvalidArgument = 102,
     /// No Workload API socket: `SPIFFE_ENDPOINT_SOCKET` is unset and none was given.
     EndpointNotSet = 200,
-    /// The SPIFFE Workload API gave no usable X509-SVID (agent down, process not registered).
+    /// The SPIFFE Workload API gave no usable SVID: no X509-SVID, or in JWT mode no JWT-SVID
+    /// for the audience (agent down, process not registered).
     WorkloadApi = 201,
     /// The TLS configuration could not be built.
     Tls = 202,
@@ -102,7 +103,9 @@ impl spike_result {
             Self::EndpointNotSet => {
                 "SPIFFE_ENDPOINT_SOCKET is not set and no Workload API socket was given"
             }
-            Self::WorkloadApi => "no usable X509-SVID from the SPIFFE Workload API",
+            Self::WorkloadApi => {
+                "no usable SVID (X509-SVID or JWT-SVID) from the SPIFFE Workload API"
+            }
             Self::Tls => "the TLS configuration could not be built",
             Self::Runtime => "the client's internal runtime could not be started",
             Self::NexusUnreachable => "cannot reach SPIKE Nexus",
@@ -143,6 +146,8 @@ impl From<Error> for Fault {
         let code = match &e {
             Error::EndpointNotSet => spike_result::EndpointNotSet,
             Error::WorkloadApi { .. }
+            | Error::WorkloadApiUnreachable { .. }
+            | Error::JwtSvid { .. }
             | Error::SourceUnavailable(_)
             | Error::Io { .. }
             | Error::KeyMismatch(_) => spike_result::WorkloadApi,
@@ -155,7 +160,9 @@ impl From<Error> for Fault {
             Error::NotReady => spike_result::NotReady,
             Error::Forbidden => spike_result::Forbidden,
             Error::NotFound => spike_result::NotFound,
-            Error::BadRequest(_) => spike_result::BadRequest,
+            // Import refusals (400 invalid, 409 conflicting with what is stored): the C API has
+            // no import call, but an error it does not know must still get a class.
+            Error::BadRequest(_) | Error::ImportRefused { .. } => spike_result::BadRequest,
             Error::Conflict => spike_result::Conflict,
             Error::RateLimited { .. } => spike_result::RateLimited,
             Error::Server { .. } => spike_result::Server,
@@ -263,6 +270,22 @@ mod tests {
         assert_eq!(f.code, spike_result::NexusUnreachable);
         assert!(f.detail.contains("https://127.0.0.1:1"), "{}", f.detail);
         assert_eq!(Fault::from(Error::EndpointNotSet).code, spike_result::EndpointNotSet);
+    }
+
+    #[test]
+    fn jwt_svid_and_import_errors_have_their_classes() {
+        let f = Fault::from(Error::JwtSvid {
+            endpoint: "unix:///tmp/agent.sock".into(),
+            audience: "spike-nexus".into(),
+            reason: "no identity issued".into(),
+        });
+        assert_eq!(f.code, spike_result::WorkloadApi);
+        assert!(f.detail.contains("spike-nexus") && f.detail.contains("unix:///tmp/agent.sock"));
+        for status in [400, 409] {
+            let f = Fault::from(Error::ImportRefused { status, reason: "bad bundle".into() });
+            assert_eq!(f.code, spike_result::BadRequest);
+            assert!(f.detail.contains("bad bundle"), "{}", f.detail);
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `cc` against `include/spike.h` and the built library, then run against an in-process agent
 //! and Nexus. `put_get.c` links the shared library (`-lspike_ffi`), the test programs the static
 //! one with the documented native libraries, so both link lines stay true. The put/get/free
-//! loop also runs under valgrind, which must report no leak and no memory error.
+//! loop and the JWT-SVID mode case also run under valgrind, which must report no leak and no
+//! memory error.
 
 mod support;
 
@@ -95,9 +96,13 @@ fn api_loop() -> &'static Path {
 /// A command with a clean SPIKE environment: only what the test sets.
 fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
-    for var in
-        ["SPIFFE_ENDPOINT_SOCKET", "SPIKE_NEXUS_API_URL", "SPIKE_NEXUS_URL", "SPIKE_TRUST_ROOT"]
-    {
+    for var in [
+        "SPIFFE_ENDPOINT_SOCKET",
+        "SPIKE_NEXUS_API_URL",
+        "SPIKE_NEXUS_URL",
+        "SPIKE_NEXUS_JWT_API_URL",
+        "SPIKE_TRUST_ROOT",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -179,6 +184,26 @@ fn server_side_errors_map_to_forbidden_not_found_and_unreachable() {
 }
 
 #[test]
+fn jwt_mode_reads_what_the_policy_grants_and_nothing_else() {
+    let exe = errors();
+    let sys = System::start();
+    let mut cmd = command(exe);
+    as_identity(&mut cmd, &sys, "app");
+    let out = cmd
+        .env("SPIKE_NEXUS_JWT_API_URL", sys.jwt_url())
+        .env("SPIKE_TEST_ADMIN_SOCKET", sys.endpoint("pilot-superuser"))
+        .arg("jwt")
+        .output()
+        .unwrap();
+    assert_eq!(check(&out, "jwt"), "ok jwt\n");
+    // JWT mode with no URL: SPIKE_NEXUS_API_URL (the mTLS listener) is not a fallback.
+    let mut cmd = command(exe);
+    as_identity(&mut cmd, &sys, "app");
+    let out = cmd.arg("jwt_no_url").output().unwrap();
+    assert_eq!(check(&out, "jwt_no_url"), "ok jwt_no_url\n");
+}
+
+#[test]
 fn the_whole_api_round_trips_from_c() {
     let exe = api_loop();
     let sys = System::start();
@@ -188,18 +213,16 @@ fn the_whole_api_round_trips_from_c() {
     assert_eq!(check(&out, "api_loop"), "ok 3\n");
 }
 
-#[test]
-fn put_get_free_loop_leaks_nothing_under_valgrind() {
+/// Runs `cmd` (a `valgrind` command with the environment set) on `exe` with `args`; fails on
+/// any leak or memory error not in `tests/valgrind.supp`. Returns stdout; `None` when
+/// `SPIKE_SKIP_VALGRIND` is set.
+fn under_valgrind(mut cmd: Command, exe: &Path, args: &[&str], log_name: &str) -> Option<String> {
     if std::env::var_os("SPIKE_SKIP_VALGRIND").is_some() {
         eprintln!("SPIKE_SKIP_VALGRIND is set: not running valgrind");
-        return;
+        return None;
     }
-    let exe = api_loop();
-    let sys = System::start();
-    let mut cmd = command("valgrind");
-    as_identity(&mut cmd, &sys, "pilot-superuser");
     let started = Instant::now();
-    let log = out_dir().join("valgrind.log");
+    let log = out_dir().join(log_name);
     let out = cmd
         .arg(format!("--log-file={}", log.display()))
         .args(std::env::var("SPIKE_VALGRIND_ARGS").unwrap_or_default().split_whitespace())
@@ -214,7 +237,7 @@ fn put_get_free_loop_leaks_nothing_under_valgrind() {
             "--quiet",
         ])
         .arg(exe)
-        .arg(VALGRIND_ITERATIONS)
+        .args(args)
         .output()
         .expect("valgrind is installed (or set SPIKE_SKIP_VALGRIND=1)");
     let report = std::fs::read_to_string(&log).unwrap_or_default();
@@ -226,6 +249,28 @@ fn put_get_free_loop_leaks_nothing_under_valgrind() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("ok {VALGRIND_ITERATIONS}\n"));
-    eprintln!("valgrind: {VALGRIND_ITERATIONS} iterations clean in {:?}", started.elapsed());
+    eprintln!("valgrind: {} {args:?} clean in {:?}", exe.display(), started.elapsed());
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn put_get_free_loop_leaks_nothing_under_valgrind() {
+    let sys = System::start();
+    let mut cmd = command("valgrind");
+    as_identity(&mut cmd, &sys, "pilot-superuser");
+    if let Some(stdout) = under_valgrind(cmd, api_loop(), &[VALGRIND_ITERATIONS], "valgrind.log") {
+        assert_eq!(stdout, format!("ok {VALGRIND_ITERATIONS}\n"));
+    }
+}
+
+#[test]
+fn jwt_mode_leaks_nothing_under_valgrind() {
+    let sys = System::start();
+    let mut cmd = command("valgrind");
+    as_identity(&mut cmd, &sys, "app");
+    cmd.env("SPIKE_NEXUS_JWT_API_URL", sys.jwt_url())
+        .env("SPIKE_TEST_ADMIN_SOCKET", sys.endpoint("pilot-superuser"));
+    if let Some(stdout) = under_valgrind(cmd, errors(), &["jwt"], "valgrind-jwt.log") {
+        assert_eq!(stdout, "ok jwt\n");
+    }
 }

@@ -53,6 +53,7 @@ fn header_declares_every_entry_point_and_code() {
         "spike_client_new",
         "spike_client_free",
         "spike_client_builder_build",
+        "spike_client_builder_set_jwt_audience",
         "spike_client_put_secret",
         "spike_client_get_secret",
         "spike_secret_get",

@@ -33,6 +33,7 @@ fn python_command(python: &str, sys: &System) -> Command {
         .env("SPIFFE_ENDPOINT_SOCKET", sys.endpoint("pilot-superuser"))
         .env("SPIKE_NEXUS_API_URL", sys.url())
         .env_remove("SPIKE_NEXUS_URL")
+        .env_remove("SPIKE_NEXUS_JWT_API_URL")
         .env_remove("SPIKE_TRUST_ROOT");
     cmd
 }
@@ -44,6 +45,7 @@ fn pytest_suite_passes_against_a_live_nexus() {
     let out = python_command(&python, &sys)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
         .env("SPIKE_TEST_APP_SOCKET", sys.endpoint("app"))
+        .env("SPIKE_NEXUS_JWT_API_URL", sys.jwt_url())
         .env("SPIKE_TEST_DOWN_URL", dead_url())
         .output()
         .expect("run pytest");

@@ -55,6 +55,7 @@ _PROTOTYPES = {
     "spike_client_builder_set_timeout_ms": (RESULT, [HANDLE, c_uint64]),
     "spike_client_builder_set_svid_timeout_ms": (RESULT, [HANDLE, c_uint64]),
     "spike_client_builder_set_retry_attempts": (RESULT, [HANDLE, c_uint32]),
+    "spike_client_builder_set_jwt_audience": (RESULT, [HANDLE, c_char_p]),
     "spike_client_builder_build": (RESULT, [HANDLE, OUT_HANDLE]),
     "spike_client_builder_free": (None, [HANDLE]),
     # secrets

@@ -78,6 +78,14 @@ class Client:
     overrides one. ``timeout`` (seconds) limits each request, ``svid_timeout`` (seconds) the
     wait for this process's X509-SVID; ``retries`` is the total number of attempts of an
     idempotent call. Use it as a context manager, or call ``close()``.
+
+    ``jwt_audience`` switches to JWT-SVID mode, for Nexus's JWT listener
+    (``SPIKE_NEXUS_JWT_TLS_PORT``): no client certificate, each request carries
+    ``Authorization: Bearer <JWT-SVID>`` for that audience (Nexus's
+    ``SPIKE_NEXUS_JWT_AUDIENCE``, by default ``"spike-nexus"``). Tokens come from the Workload
+    API at ``socket`` and are renewed before they expire; Nexus is still authenticated by its
+    X509-SVID. ``url`` then defaults to ``SPIKE_NEXUS_JWT_API_URL`` (``spike dev`` writes it
+    to its env file). An empty audience raises ``InvalidArgumentError``.
     """
 
     def __init__(
@@ -89,7 +97,8 @@ class Client:
         timeout: Optional[float] = None,
         svid_timeout: Optional[float] = None,
         retries: Optional[int] = None,
-    ):
+        jwt_audience: Optional[str] = None,
+    ) -> None:
         self._lib = _native.lib()
         self._handle = c_void_p()
         builder = c_void_p()
@@ -111,6 +120,9 @@ class Client:
                 _check(self._lib.spike_client_builder_set_svid_timeout_ms(builder, max(ms, 0)))
             if retries is not None:
                 _check(self._lib.spike_client_builder_set_retry_attempts(builder, max(retries, 0)))
+            if jwt_audience is not None:
+                audience = _c(jwt_audience, "jwt_audience")
+                _check(self._lib.spike_client_builder_set_jwt_audience(builder, audience))
         except BaseException:
             self._lib.spike_client_builder_free(builder)
             raise

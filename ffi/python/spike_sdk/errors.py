@@ -47,7 +47,7 @@ class EndpointNotSetError(SpikeError):
 
 
 class WorkloadApiError(SpikeError):
-    """The SPIFFE Workload API gave no usable X509-SVID."""
+    """The SPIFFE Workload API gave no usable SVID (X509-SVID, or JWT-SVID in JWT mode)."""
 
     code = 201
 

@@ -6,10 +6,15 @@ in-process and sets:
 - SPIKE_FFI_LIB: the built libspike_ffi shared library;
 - SPIFFE_ENDPOINT_SOCKET: a Workload API socket with the Pilot superuser identity;
 - SPIKE_NEXUS_API_URL: Nexus's URL;
-- SPIKE_TEST_APP_SOCKET: a socket whose workload has no policy (everything is forbidden);
+- SPIKE_TEST_APP_SOCKET: a socket whose workload (spiffe://spike.ist/workload/app) has no
+  policy (everything is forbidden);
+- SPIKE_NEXUS_JWT_API_URL: Nexus's JWT-SVID listener;
 - SPIKE_TEST_DOWN_URL: an https URL where nothing listens.
 
-Against another system (e.g. `spike dev`), set the same variables by hand.
+Against another system (e.g. `spike dev`), set the same variables by hand: `spike dev`'s env
+file exports SPIFFE_ENDPOINT_SOCKET, SPIKE_NEXUS_API_URL and SPIKE_NEXUS_JWT_API_URL, and
+`spike dev --workload app=spiffe://spike.ist/workload/app` gives the app socket
+(DIR/agent/app.sock).
 """
 
 import os
@@ -44,6 +49,14 @@ def app_socket():
     if not socket:
         pytest.skip("SPIKE_TEST_APP_SOCKET unset")
     return socket
+
+
+@pytest.fixture
+def jwt_url():
+    url = os.environ.get("SPIKE_NEXUS_JWT_API_URL")
+    if not url:
+        pytest.skip("SPIKE_NEXUS_JWT_API_URL unset")
+    return url
 
 
 @pytest.fixture

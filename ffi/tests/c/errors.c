@@ -3,7 +3,7 @@
  * the environment each case needs. Prints "ok <case>" and exits 0 when every check passed.
  *
  * Cases: args, endpoint_not_set, workload_api_down (no server needed); client_args, not_found,
- * forbidden, nexus_down.
+ * forbidden, nexus_down; jwt, jwt_no_url (JWT-SVID mode against Nexus's JWT listener).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -36,6 +36,17 @@ static void case_args(void) {
   EXPECT_RC(spike_client_builder_set_retry_attempts(builder, 0), SPIKE_RESULT_INVALID_ARGUMENT);
   EXPECT_RC(spike_client_builder_set_nexus_id(NULL, "x"), SPIKE_RESULT_NULL_PARAMETER);
   EXPECT_DETAIL("`builder` is NULL");
+  EXPECT_RC(spike_client_builder_set_jwt_audience(NULL, "spike-nexus"),
+            SPIKE_RESULT_NULL_PARAMETER);
+  EXPECT_DETAIL("`builder` is NULL");
+  EXPECT_RC(spike_client_builder_set_jwt_audience(builder, NULL), SPIKE_RESULT_NULL_PARAMETER);
+  EXPECT_DETAIL("`audience` is NULL");
+  EXPECT_RC(spike_client_builder_set_jwt_audience(builder, INVALID_UTF8),
+            SPIKE_RESULT_INVALID_UTF8);
+  EXPECT_DETAIL("`audience` is not valid UTF-8");
+  EXPECT_RC(spike_client_builder_set_jwt_audience(builder, " "), SPIKE_RESULT_INVALID_ARGUMENT);
+  EXPECT_DETAIL("audience");
+  EXPECT_RC(spike_client_builder_set_jwt_audience(builder, "spike-nexus"), SPIKE_RESULT_OK);
   /* build consumes the builder even when `out` is NULL */
   EXPECT_RC(spike_client_builder_build(builder, NULL), SPIKE_RESULT_NULL_PARAMETER);
   EXPECT_RC(spike_client_builder_build(NULL, &client), SPIKE_RESULT_NULL_PARAMETER);
@@ -198,6 +209,78 @@ static void case_nexus_down(void) {
   spike_client_free(client);
 }
 
+/*
+ * JWT-SVID mode, run with SPIFFE_ENDPOINT_SOCKET set to a workload's socket,
+ * SPIKE_NEXUS_JWT_API_URL to Nexus's JWT listener and SPIKE_TEST_ADMIN_SOCKET to the Pilot
+ * superuser's socket (SPIKE_NEXUS_API_URL: Nexus's mTLS listener). The superuser grants the
+ * workload read on c/jwt/ over mTLS; the workload then reads with a bearer token only.
+ */
+static void case_jwt(void) {
+  spike_client *admin = NULL;
+  spike_client *app = NULL;
+  spike_client *stranger = NULL;
+  spike_client_builder *builder = NULL;
+  spike_secret *secret = (spike_secret *)1;
+  spike_str value;
+  const char *keys[] = {"pass"};
+  const char *values[] = {"jwt-from-c"};
+  const char *admin_socket = getenv("SPIKE_TEST_ADMIN_SOCKET");
+  const char *app_id = "^spiffe://spike\\.ist/workload/app$";
+
+  EXPECT(admin_socket != NULL);
+  if (admin_socket == NULL) return;
+  EXPECT_RC(spike_client_new(admin_socket, NULL, &admin), SPIKE_RESULT_OK);
+  if (admin == NULL) return;
+  EXPECT_RC(spike_client_put_secret(admin, "c/jwt/db", keys, values, 1), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_put_secret(admin, "c/other/db", keys, values, 1), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_create_policy(admin, "c-jwt-read", app_id, "^c/jwt/.*$",
+                                       SPIKE_PERMISSION_READ),
+            SPIKE_RESULT_OK);
+
+  /* Socket from SPIFFE_ENDPOINT_SOCKET, URL from SPIKE_NEXUS_JWT_API_URL. */
+  EXPECT_RC(spike_client_builder_new(&builder), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_builder_set_jwt_audience(builder, "spike-nexus"), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_builder_set_retry_attempts(builder, 1), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_builder_build(builder, &app), SPIKE_RESULT_OK);
+  if (app != NULL) {
+    EXPECT_RC(spike_client_get_secret(app, "c/jwt/db", 0, &secret), SPIKE_RESULT_OK);
+    EXPECT_RC(spike_secret_lookup(secret, "pass", &value), SPIKE_RESULT_OK);
+    EXPECT(str_eq(value, "jwt-from-c"));
+    spike_secret_free(secret);
+    secret = (spike_secret *)1;
+    EXPECT_RC(spike_client_get_secret(app, "c/other/db", 0, &secret), SPIKE_RESULT_FORBIDDEN);
+    EXPECT(secret == NULL);
+    EXPECT_RC(spike_client_put_secret(app, "c/jwt/db", keys, values, 1), SPIKE_RESULT_FORBIDDEN);
+    spike_client_free(app);
+  }
+
+  /* A token for another audience is refused by the listener. */
+  EXPECT_RC(spike_client_builder_new(&builder), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_builder_set_jwt_audience(builder, "someone-else"), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_builder_set_retry_attempts(builder, 1), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_builder_build(builder, &stranger), SPIKE_RESULT_OK);
+  if (stranger != NULL) {
+    secret = (spike_secret *)1;
+    EXPECT_RC(spike_client_get_secret(stranger, "c/jwt/db", 0, &secret), SPIKE_RESULT_FORBIDDEN);
+    EXPECT(secret == NULL);
+    spike_client_free(stranger);
+  }
+
+  EXPECT_RC(spike_client_delete_policy(admin, "c-jwt-read"), SPIKE_RESULT_OK);
+  spike_client_free(admin);
+}
+
+/* JWT mode with no URL given and SPIKE_NEXUS_JWT_API_URL unset: refused when building. */
+static void case_jwt_no_url(void) {
+  spike_client_builder *builder = NULL;
+  spike_client *client = (spike_client *)1;
+  EXPECT_RC(spike_client_builder_new(&builder), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_builder_set_jwt_audience(builder, "spike-nexus"), SPIKE_RESULT_OK);
+  EXPECT_RC(spike_client_builder_build(builder, &client), SPIKE_RESULT_INVALID_ARGUMENT);
+  EXPECT(client == NULL);
+  EXPECT_DETAIL("SPIKE_NEXUS_JWT_API_URL");
+}
+
 static void case_workload_api_down(void) {
   spike_client_builder *builder = NULL;
   spike_client *client = (spike_client *)1;
@@ -229,6 +312,10 @@ int main(int argc, char **argv) {
     case_forbidden();
   } else if (strcmp(which, "nexus_down") == 0) {
     case_nexus_down();
+  } else if (strcmp(which, "jwt") == 0) {
+    case_jwt();
+  } else if (strcmp(which, "jwt_no_url") == 0) {
+    case_jwt_no_url();
   } else if (strcmp(which, "workload_api_down") == 0) {
     case_workload_api_down();
   } else if (strcmp(which, "endpoint_not_set") == 0) {

@@ -1,6 +1,7 @@
 //! Shared by the tests that drive the C library from other languages: an in-process SPIKE
 //! system (a real spike-dev-agent over Unix sockets and a real Nexus over mTLS on 127.0.0.1,
-//! memory backend) and the location of the built `libspike_ffi` artifacts.
+//! memory backend, with its JWT-SVID listener on too) and the location of the built
+//! `libspike_ffi` artifacts.
 //!
 //! The system runs on its own tokio runtime, so the test thread is free to block on child
 //! processes (the C programs, pytest) that talk to it.
@@ -14,10 +15,14 @@ use std::time::Duration;
 
 use spike_client::identity::IdentitySource;
 use spike_server::dev::agent::{DevAgent, DevAgentHandle, RegistrationEntry};
+use spike_server::nexus::config::{DEFAULT_JWT_AUDIENCE, JwtBundleSource, JwtListenerConfig};
 use spike_server::nexus::{self, BackendKind, NexusConfig, RunningNexus};
 
 /// A workload with no policy: everything it asks for is forbidden.
 pub const APP_ID: &str = "spiffe://spike.ist/workload/app";
+
+/// The audience Nexus's JWT-SVID listener accepts (Nexus's default).
+pub const JWT_AUDIENCE: &str = DEFAULT_JWT_AUDIENCE;
 
 /// A running agent and Nexus; stopped on drop.
 pub struct System {
@@ -53,6 +58,13 @@ impl System {
             .unwrap();
             let mut config = NexusConfig::dev(dir.path().join("nexus"));
             config.backend = BackendKind::Memory;
+            // The JWT-SVID listener, with the trust domain's JWT keys streamed from the agent
+            // (as `spike dev` runs it).
+            config.jwt = Some(JwtListenerConfig {
+                listen: ([127, 0, 0, 1], 0).into(),
+                audience: JWT_AUDIENCE.to_owned(),
+                bundles: JwtBundleSource::WorkloadApi(agent.endpoint("nexus").unwrap()),
+            });
             let nexus = nexus::start(config, source).await.unwrap();
             (agent, nexus)
         });
@@ -68,6 +80,13 @@ impl System {
     /// Nexus's URL.
     pub fn url(&self) -> String {
         format!("https://{}", self.nexus.as_ref().unwrap().addr())
+    }
+
+    /// The URL of Nexus's JWT-SVID listener (what `spike dev` exports as
+    /// `SPIKE_NEXUS_JWT_API_URL`).
+    pub fn jwt_url(&self) -> String {
+        let addr = self.nexus.as_ref().unwrap().jwt_addr().expect("the JWT listener is on");
+        format!("https://{addr}")
     }
 }
 
