@@ -401,8 +401,18 @@ pub(crate) fn status_error(status: u16, body: &[u8], retry_after: Option<Duratio
         .and_then(|r| r.err)
         .map(|c| c.as_str().to_owned())
         .unwrap_or_default();
+    // spike-rs's Nexus says why it refused in `reason` (SPIKE's does not).
+    #[derive(serde::Deserialize)]
+    struct Reason {
+        reason: Option<String>,
+    }
+    let reason = serde_json::from_slice::<Reason>(body).ok().and_then(|r| r.reason);
     match status {
-        400 => Error::BadRequest(if code.is_empty() { "api_bad_request".into() } else { code }),
+        400 => Error::BadRequest(match (reason, code.is_empty()) {
+            (Some(reason), _) => reason,
+            (None, true) => "api_bad_request".into(),
+            (None, false) => code,
+        }),
         401 | 403 => Error::Forbidden,
         404 => Error::NotFound,
         409 => Error::Conflict,

@@ -145,6 +145,10 @@ async fn bad_input_is_400_names_nothing_secret_and_changes_nothing() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{uri} {body} -> {b}");
         assert!(!b.contains(CANARY));
     }
+    // A bad pattern is named, with why, beside SPIKE's code (issue 18).
+    let bad = r#"{"name":"p","spiffeidPattern":"(","pathPattern":"a","permissions":["read"]}"#;
+    let (_, b) = call(&f, SUPER, "/v1/acl/policy", bad).await;
+    assert!(b.contains(r#""err":"api_bad_request""#) && b.contains("spiffeidPattern"), "{b}");
     let (_, b) = call(&f, SUPER, "/v1/store/secrets?action=list", "{}").await;
     assert_eq!(b, r#"{"keys":[]}"#);
     let (_, b) =

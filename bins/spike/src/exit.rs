@@ -63,6 +63,9 @@ pub enum CliError {
     /// nothing was written.
     #[error("nothing was imported: {0}")]
     ImportRefused(String),
+    /// Nexus found nothing at what the command named (the SDK's "not found", with the name).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The user declined a destructive operation.
     #[error("canceled; nothing was changed (pass --yes to skip the question)")]
     Canceled,
@@ -85,7 +88,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Client(e) if server_said_no(e) => SERVER_SAID_NO,
-            CliError::PolicyExists(_) | CliError::ImportRefused(_) => SERVER_SAID_NO,
+            CliError::PolicyExists(_) | CliError::ImportRefused(_) | CliError::NotFound(_) => {
+                SERVER_SAID_NO
+            }
             _ => LOCAL,
         }
     }

@@ -341,6 +341,11 @@ fn readme_flow_survives_kill_9_restarts_and_a_lost_key() {
     assert!(r.stderr.contains("permission denied") && r.stderr.contains(DEMO_ID), "{r:?}");
     assert_eq!(r.stdout, "");
 
+    // "Not found" names what was not found (issue 18).
+    let r = dev.spike(&["secret", "get", "tenants/none", "-v", "7"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no version 7 of \"tenants/none\""), "{r:?}");
+
     // Granting read on tenants/demo/.* lets it read, and only read.
     let r = dev.spike(&[
         "policy",
@@ -810,6 +815,14 @@ fn usage_errors_exit_1_and_help_exits_0() {
         assert_eq!(r.code, 1, "{args:?}: {r:?}");
         assert!(!r.stderr.is_empty(), "{args:?} says what is wrong");
     }
+    // A bad policy pattern is named before anything is sent (no Nexus is needed to see it).
+    let mut cmd = Command::new(SPIKE);
+    cmd.args(["policy", "create", "--name", "bad", "--spiffe-id-pattern", "(", "--path-pattern"])
+        .args(["^a/.*$", "--permissions", "read"])
+        .env_remove("SPIFFE_ENDPOINT_SOCKET");
+    let r = run(cmd, None, Duration::from_secs(30));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("spiffeidPattern") && r.stderr.contains("\"(\""), "{r:?}");
     for args in [&["--help"][..], &["secret", "--help"], &["--version"]] {
         let mut cmd = Command::new(SPIKE);
         cmd.args(args);

@@ -35,6 +35,9 @@ pub struct Reply {
     pub retry_after: Option<u64>,
 }
 
+/// The extension field of a 400 body that says why (see [`Reply::bad_request_because`]).
+pub const REASON: &str = "reason";
+
 impl Reply {
     /// 200 with `body` as JSON.
     pub fn ok<T: Serialize>(body: &T) -> Self {
@@ -75,6 +78,22 @@ impl Reply {
     /// 400 `api_bad_request`.
     pub fn bad_request<T: WireResponse + Serialize>() -> Self {
         Self::fail::<T>(ErrorCode::ApiBadRequest)
+    }
+
+    /// 400 `api_bad_request` whose body also says why, in a `reason` field (a spike-rs
+    /// extension; SPIKE's SDK ignores fields it does not know). `reason` names the field and
+    /// the rule; it must never hold a secret value.
+    pub fn bad_request_because<T: WireResponse + Serialize>(reason: impl Into<String>) -> Self {
+        let mut reply = Self::bad_request::<T>();
+        let with_reason =
+            serde_json::from_slice::<serde_json::Value>(&reply.body).ok().and_then(|mut body| {
+                body.as_object_mut()?.insert(REASON.into(), reason.into().into());
+                wire::encode(&body).ok()
+            });
+        if let Some(body) = with_reason {
+            reply.body = body;
+        }
+        reply
     }
 
     /// 401 `access_unauthorized`, recorded as a denial. Says nothing about whether the

@@ -61,6 +61,15 @@ pub async fn client(conn: &Connection) -> Result<Spike, CliError> {
     Ok(spike)
 }
 
+/// Maps the SDK's "not found" to one that names what was not found (issue 18); other errors
+/// pass through.
+pub fn not_found(what: String) -> impl FnOnce(spike_client::Error) -> CliError {
+    move |e| match e {
+        spike_client::Error::NotFound => CliError::NotFound(what),
+        other => other.into(),
+    }
+}
+
 /// Parses a duration such as `500ms`, `30s`, `5m`, `1h` or `1m30s`.
 pub fn parse_duration(flag: &str, value: &str) -> Result<Duration, CliError> {
     spike_client::config::parse_go_duration(value).ok_or_else(|| {

@@ -1,7 +1,6 @@
 //! `spike policy create|apply|get|list|delete`.
 
 use serde::Deserialize;
-use spike_client::Error as ClientError;
 use spike_client::spike_core::policy::Permission;
 
 use super::{client, confirm, read_file, read_stdin};
@@ -45,10 +44,11 @@ pub async fn run(conn: &Connection, cmd: PolicyCmd) -> Result<(), CliError> {
         PolicyCmd::Create { policy } => {
             let spec = from_flags(&policy)?;
             let spike = client(conn).await?;
-            match spike.get_policy(&spec.name).await {
-                Ok(_) => return Err(CliError::PolicyExists(spec.name)),
-                Err(ClientError::NotFound) => {}
-                Err(e) => return Err(e.into()),
+            // Through list, as SPIKE's CLI checks: a SPIKE Nexus answers `get` of a missing
+            // policy with 500, and `create` then needs no `read` that `apply` does not.
+            let existing = spike.list_policies(None, None).await?;
+            if existing.iter().any(|p| p.name == spec.name) {
+                return Err(CliError::PolicyExists(spec.name));
             }
             put(&spike, &spec).await?;
             output::line(&format!("Policy '{}' created.", spec.name))
@@ -77,7 +77,11 @@ pub async fn run(conn: &Connection, cmd: PolicyCmd) -> Result<(), CliError> {
         }
         PolicyCmd::Get { name, name_flag, format } => {
             let name = one_name(name, name_flag)?;
-            let policy = client(conn).await?.get_policy(&name).await?;
+            let policy = client(conn)
+                .await?
+                .get_policy(&name)
+                .await
+                .map_err(super::not_found(format!("no policy named {name:?}")))?;
             match format.format {
                 Format::Table => {
                     let perms: Vec<&str> =
@@ -123,7 +127,11 @@ pub async fn run(conn: &Connection, cmd: PolicyCmd) -> Result<(), CliError> {
             if !yes {
                 confirm(&format!("Delete policy '{name}'?"))?;
             }
-            client(conn).await?.delete_policy(&name).await?;
+            client(conn)
+                .await?
+                .delete_policy(&name)
+                .await
+                .map_err(super::not_found(format!("no policy named {name:?}")))?;
             output::line(&format!("Policy '{name}' deleted."))
         }
     }
@@ -212,6 +220,16 @@ fn spec(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Check it here as Nexus will (name, both patterns), so a bad regex is named before
+    // anything is sent (issue 18).
+    let check = spike_core::policy::PolicySpec {
+        name: name.clone(),
+        spiffe_id_pattern: spiffe_id_pattern.clone(),
+        path_pattern: path_pattern.clone(),
+        permissions: permissions.clone(),
+    };
+    spike_core::policy::Policy::from_parts("check".into(), check, time::OffsetDateTime::now_utc())
+        .map_err(|e| CliError::Usage(format!("policy {name:?}: {e}")))?;
     Ok(Spec { name, spiffe_id_pattern, path_pattern, permissions })
 }
 

@@ -32,7 +32,15 @@ pub async fn run(conn: &Connection, cmd: SecretCmd) -> Result<(), CliError> {
                 (k, f) => k.or(f),
             };
             let spike = client(conn).await?;
-            let values = spike.get_secret_version(&path, version.unwrap_or(0)).await?;
+            let which = match version {
+                Some(v) if v > 0 => format!("no version {v} of {path:?}"),
+                _ => format!("no current version of {path:?}"),
+            };
+            let values = spike.get_secret_version(&path, version.unwrap_or(0)).await.map_err(
+                super::not_found(format!(
+                    "{which}: it never existed, or was deleted, destroyed or pruned"
+                )),
+            )?;
             print_values(&path, &values, field.as_deref(), format.format)
         }
         SecretCmd::List { prefix, format } => {
@@ -55,11 +63,19 @@ pub async fn run(conn: &Connection, cmd: SecretCmd) -> Result<(), CliError> {
             }
         }
         SecretCmd::Delete { path, versions } => {
-            client(conn).await?.delete_secret(&path, &versions).await?;
+            client(conn)
+                .await?
+                .delete_secret(&path, &versions)
+                .await
+                .map_err(super::not_found(format!("no secret at {path:?} to delete")))?;
             output::line("OK")
         }
         SecretCmd::Undelete { path, versions } => {
-            client(conn).await?.undelete_secret(&path, &versions).await?;
+            client(conn)
+                .await?
+                .undelete_secret(&path, &versions)
+                .await
+                .map_err(super::not_found(format!("nothing to undelete at {path:?}")))?;
             output::line("OK")
         }
         SecretCmd::Destroy { path, versions, yes } => {
@@ -84,7 +100,11 @@ pub async fn run(conn: &Connection, cmd: SecretCmd) -> Result<(), CliError> {
                     ));
                 }
             };
-            let meta = client(conn).await?.secret_metadata(path).await?;
+            let meta = client(conn).await?.secret_metadata(path).await.map_err(
+                super::not_found(format!(
+                    "no metadata for {path:?}: no such secret, or every version is deleted"
+                )),
+            )?;
             match format.format {
                 Format::Table => output::stdout(metadata_table(&meta).as_bytes()),
                 f => output::print_structured(f, &meta),

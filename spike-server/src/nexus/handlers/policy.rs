@@ -113,7 +113,7 @@ pub fn put(ctx: &Ctx<'_>) -> Reply {
         }
         .map_err(|e| {
             tracing::debug!(error = %e, "rejected policy");
-            bad()
+            Reply::bad_request_because::<wp::PolicyPutResponse>(e.to_string()).at(req.name.clone())
         })?;
         let bytes = record_bytes(&policy, now).ok_or_else(bad)?;
         store.put(&req.name, &bytes).map_err(|e| store_failure::<wp::PolicyPutResponse>(&e))?;
