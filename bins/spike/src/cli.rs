@@ -79,7 +79,7 @@ pub enum Format {
     /// Human-readable text (SPIKE calls it "human" or "plain").
     #[value(alias = "human", alias = "h", alias = "plain", alias = "p")]
     Table,
-    /// JSON, stable field names (documented in output.rs).
+    /// JSON, with stable field names.
     #[value(alias = "j")]
     Json,
     /// YAML, the same structure as the JSON.
@@ -167,6 +167,9 @@ pub enum SecretCmd {
         /// Secret path (optionally preceded by `get`).
         #[arg(num_args = 1..=2, required = true, value_name = "PATH")]
         args: Vec<String>,
+        /// Version to ask about (SPIKE's flag; Nexus answers with the whole secret's metadata).
+        #[arg(short = 'v', long, value_name = "N")]
+        version: Option<u64>,
         /// Output format.
         #[command(flatten)]
         format: FormatArg,
@@ -267,6 +270,10 @@ pub enum CipherCmd {
         /// Base64 plaintext: use the JSON API instead of streaming.
         #[arg(long, value_name = "BASE64")]
         plaintext: Option<String>,
+        /// Accepted for SPIKE's CLI compatibility (its algorithm hint); ignored, as SPIKE's
+        /// Nexus ignores it.
+        #[arg(long, value_name = "NAME")]
+        algorithm: Option<String>,
     },
     /// Decrypt SPIKE's binary ciphertext from a file or standard input (or, with --version,
     /// --nonce and --ciphertext, the JSON form).
@@ -286,6 +293,10 @@ pub enum CipherCmd {
         /// Base64 ciphertext (JSON mode).
         #[arg(long, value_name = "BASE64")]
         ciphertext: Option<String>,
+        /// Accepted for SPIKE's CLI compatibility (its algorithm hint); ignored, as SPIKE's
+        /// Nexus ignores it.
+        #[arg(long, value_name = "NAME")]
+        algorithm: Option<String>,
     },
 }
 
@@ -295,8 +306,9 @@ pub enum OperatorCmd {
     /// Save the root key's recovery shards to files (recover role; do it while Nexus is
     /// healthy, then move the files offline).
     Recover {
-        /// Directory for the shard files.
-        #[arg(long, env = "SPIKE_PILOT_RECOVERY_DIR", value_name = "DIR")]
+        /// Directory for the shard files [default: $SPIKE_PILOT_RECOVERY_DIR/recover, as
+        /// SPIKE's Pilot, else ~/.spike/recover].
+        #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
     /// Feed recovery shards to a Nexus that cannot recover from its Keepers (restore role).

@@ -448,6 +448,14 @@ fn readme_flow_survives_kill_9_restarts_and_a_lost_key() {
         assert!(text.starts_with(&format!("spike:{n}:")) && text.len() == 8 + 64, "{text:?}");
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     }
+    // With SPIKE_PILOT_RECOVERY_DIR=X and no --dir they go to X/recover, as SPIKE's Pilot.
+    let base = tmp.path().join("recovery-base");
+    let mut cmd = dev.command_as("pilot-recover", &["operator", "recover"]);
+    cmd.env("SPIKE_PILOT_RECOVERY_DIR", &base);
+    let r = run(cmd, None, Duration::from_secs(60));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(base.join("recover").join("spike.recovery.1.txt").is_file(), "{r:?}");
+    assert!(!base.join("spike.recovery.1.txt").exists());
     // The superuser may not export shards.
     let r = dev.spike(&["operator", "recover", "--dir", shards.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{r:?}");

@@ -112,8 +112,14 @@ impl Spike {
 
     /// The secret's versions and summary.
     pub async fn secret_metadata(&self, path: &str) -> Result<SecretMetadata> {
+        self.secret_metadata_at(path, 0).await
+    }
+
+    /// Like [`Spike::secret_metadata`], sending SPIKE's `version` field (0: none). Nexus
+    /// answers with the whole secret's metadata either way, as SPIKE's does.
+    pub async fn secret_metadata_at(&self, path: &str, version: u64) -> Result<SecretMetadata> {
         checked(path)?;
-        let req = SecretMetadataRequest { path: path.into(), version: 0 };
+        let req = SecretMetadataRequest { path: path.into(), version };
         self.call(Route::SecretMetadataGet, &req, Idempotency::Idempotent).await
     }
 }

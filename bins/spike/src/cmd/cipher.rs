@@ -15,7 +15,7 @@ use crate::output;
 /// Runs one `spike cipher` subcommand.
 pub async fn run(conn: &Connection, cmd: CipherCmd) -> Result<(), CliError> {
     match cmd {
-        CipherCmd::Encrypt { file, out, plaintext } => {
+        CipherCmd::Encrypt { file, out, plaintext, algorithm: _ } => {
             if let Some(b64) = plaintext {
                 if file.is_some() {
                     return Err(CliError::Usage("give --plaintext or --file, not both".into()));
@@ -38,7 +38,7 @@ pub async fn run(conn: &Connection, cmd: CipherCmd) -> Result<(), CliError> {
             let framed = client(conn).await?.encrypt_bytes(&input).await?;
             write_out(out.as_deref(), &framed)
         }
-        CipherCmd::Decrypt { file, out, version, nonce, ciphertext } => {
+        CipherCmd::Decrypt { file, out, version, nonce, ciphertext, algorithm: _ } => {
             let json_mode = version.is_some() || nonce.is_some() || ciphertext.is_some();
             if json_mode {
                 let (Some(version), Some(nonce), Some(ciphertext)) = (version, nonce, ciphertext)

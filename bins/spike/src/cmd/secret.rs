@@ -90,7 +90,7 @@ pub async fn run(conn: &Connection, cmd: SecretCmd) -> Result<(), CliError> {
             client(conn).await?.destroy_secret(&path, &versions).await?;
             output::line("OK")
         }
-        SecretCmd::Metadata { args, format } => {
+        SecretCmd::Metadata { args, version, format } => {
             let path = match args.as_slice() {
                 [path] => path,
                 [get, path] if get == "get" => path,
@@ -100,11 +100,12 @@ pub async fn run(conn: &Connection, cmd: SecretCmd) -> Result<(), CliError> {
                     ));
                 }
             };
-            let meta = client(conn).await?.secret_metadata(path).await.map_err(
-                super::not_found(format!(
-                    "no metadata for {path:?}: no such secret, or every version is deleted"
-                )),
-            )?;
+            let meta =
+                client(conn).await?.secret_metadata_at(path, version.unwrap_or(0)).await.map_err(
+                    super::not_found(format!(
+                        "no metadata for {path:?}: no such secret, or every version is deleted"
+                    )),
+                )?;
             match format.format {
                 Format::Table => output::stdout(metadata_table(&meta).as_bytes()),
                 f => output::print_structured(f, &meta),
