@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 use spiffe::{TrustDomain, WorkloadApiClient};
 use spike_client::identity::IdentitySource;
 use spike_core::identity::Role;
-use spike_server::dev::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use spike_server::dev::agent::proto::{JwtsvidRequest, X509svidRequest};
 use spike_server::dev::agent::{DevAgent, DevAgentHandle, RegistrationEntry, Selector};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+#[path = "support/raw_workload_api.rs"]
+mod raw_workload_api;
+use raw_workload_api::{raw_client, with_header};
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -25,28 +28,6 @@ async fn start(dir: &Path, ttl: Duration) -> DevAgentHandle {
         .serve()
         .await
         .expect("agent starts")
-}
-
-/// A tonic client over the socket that sends exactly the metadata we give it.
-async fn raw_client(socket: &Path) -> SpiffeWorkloadApiClient<tonic::transport::Channel> {
-    let path = socket.to_path_buf();
-    let channel = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .expect("connect to agent socket");
-    SpiffeWorkloadApiClient::new(channel)
-}
-
-fn with_header<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("workload.spiffe.io", "true".parse().expect("ascii"));
-    request
 }
 
 fn my_uid(dir: &Path) -> u32 {
@@ -297,5 +278,6 @@ async fn workload_api_source_names_the_socket_when_no_agent_runs() {
         IdentitySource::workload_api(&endpoint, Duration::from_millis(500)).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "initial sync timeout not honoured");
     let text = err.to_string();
-    assert!(text.contains("absent.sock") && text.contains("spike-dev-agent"), "{text}");
+    assert!(text.contains("absent.sock") && text.contains("does not exist"), "{text}");
+    assert!(text.contains("spike dev"), "{text}");
 }

@@ -15,11 +15,15 @@ use futures::StreamExt as _;
 use hmac::Mac as _;
 use serde_json::{Value, json};
 use spiffe::{JwtBundleSet, SpiffeId, TrustDomain, WorkloadApiClient};
-use spike_server::dev::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use spike_server::dev::agent::proto::{JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest};
 use spike_server::dev::agent::{
     DevAgent, DevAgentBuilder, DevAgentHandle, RegistrationEntry, Selector,
 };
+
+#[path = "support/raw_workload_api.rs"]
+mod raw_workload_api;
+use raw_workload_api::{raw_client, with_header};
+use spike_server::dev::agent::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 
 const AUDIENCE: &str = "spike-nexus";
 const NEXUS: &str = "spiffe://spike.ist/spike/nexus";
@@ -34,28 +38,6 @@ async fn start(builder: DevAgentBuilder) -> DevAgentHandle {
 
 async fn client(agent: &DevAgentHandle, entry: &str) -> WorkloadApiClient {
     WorkloadApiClient::connect_to(agent.endpoint(entry).unwrap()).await.expect("connect")
-}
-
-/// A tonic client over the socket that sends exactly the metadata we give it.
-async fn raw_client(socket: &Path) -> SpiffeWorkloadApiClient<tonic::transport::Channel> {
-    let path = socket.to_path_buf();
-    let channel = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .expect("connect to agent socket");
-    SpiffeWorkloadApiClient::new(channel)
-}
-
-fn with_header<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("workload.spiffe.io", "true".parse().expect("ascii"));
-    request
 }
 
 fn td() -> TrustDomain {
