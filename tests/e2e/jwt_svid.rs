@@ -54,9 +54,8 @@ async fn token_for(cluster: &Cluster, entry: &str, audience: &str) -> String {
     client.fetch_jwt_token([audience], None).await.unwrap()
 }
 
-/// POSTs a secret read with `token` as raw HTTP over server-authenticated TLS (no client
-/// certificate), as a workload behind a proxy would; returns the status.
-async fn raw_get(cluster: &Cluster, url: &str, token: Option<&str>) -> u16 {
+/// An HTTPS client that checks Nexus's X509-SVID and presents no client certificate.
+async fn certless_http(cluster: &Cluster) -> reqwest::Client {
     let source = cluster.identity("billing").await.unwrap();
     let tls = spike_client::tls::mtls_client(
         source,
@@ -65,7 +64,13 @@ async fn raw_get(cluster: &Cluster, url: &str, token: Option<&str>) -> u16 {
     .without_client_certificate()
     .build()
     .unwrap();
-    let http = reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap();
+    reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap()
+}
+
+/// POSTs a secret read with `token` as raw HTTP over server-authenticated TLS (no client
+/// certificate), as a workload behind a proxy would; returns the status.
+async fn raw_get(cluster: &Cluster, url: &str, token: Option<&str>) -> u16 {
+    let http = certless_http(cluster).await;
     let mut req = http
         .post(format!("{url}/v1/store/secrets?action=get"))
         .body(r#"{"path":"apps/billing/db"}"#);
@@ -179,15 +184,7 @@ async fn jwt_svid_callers_read_what_their_policy_grants_and_forged_tokens_are_re
 
     // The mTLS port still refuses a handshake without a client certificate.
     let status = {
-        let source = cluster.identity("billing").await.unwrap();
-        let tls = spike_client::tls::mtls_client(
-            source,
-            spike_client::SpiffeId::new("spiffe://spike.ist/spike/nexus").unwrap(),
-        )
-        .without_client_certificate()
-        .build()
-        .unwrap();
-        let http = reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap();
+        let http = certless_http(&cluster).await;
         http.post(format!("{}/v1/store/secrets?action=list", cluster.nexus_url()))
             .header("Authorization", format!("Bearer {valid}"))
             .body("{}")
