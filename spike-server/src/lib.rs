@@ -7,6 +7,7 @@ pub use spike_core;
 
 pub mod audit;
 pub mod bootstrap;
+pub mod caller;
 pub mod config;
 pub mod connections;
 pub mod error;

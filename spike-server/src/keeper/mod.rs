@@ -42,11 +42,11 @@ use spike_core::identity::{DEFAULT_TRUST_DOMAIN, Role};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::caller::Caller;
 use crate::config::{parse_duration, parse_listen_addr};
 use crate::connections::ConnectionLimits;
 use crate::error::ConfigError;
 use crate::nexus::authz::{TrustRootArgs, TrustRoots};
-use crate::nexus::router::Caller;
 
 /// Why a Keeper could not start, or why a call to a Keeper failed.
 #[derive(Debug, thiserror::Error)]

@@ -25,10 +25,10 @@ use spike_core::wire::keeper::*;
 use spike_core::wire::{self, FallbackResponse, Route, Service};
 
 use super::shard::ShardSlot;
+use crate::caller::Caller;
 use crate::limits::{RateLimit, RateLimiter};
 use crate::nexus::authz::TrustRoots;
 use crate::nexus::reply::Reply;
-use crate::nexus::router::Caller;
 
 /// Largest request body a Keeper reads: a contribution is about 150 bytes of JSON.
 pub const MAX_BODY_BYTES: usize = 4096;

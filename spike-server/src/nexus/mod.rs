@@ -16,8 +16,9 @@ pub mod rollback;
 pub mod router;
 pub mod state;
 
+pub use crate::caller::Caller;
 pub use config::{AuditSink, BackendKind, NexusArgs, NexusConfig};
-pub use router::{Caller, router};
+pub use router::router;
 pub use state::{NexusError, NexusState};
 
 use std::net::SocketAddr;

@@ -27,7 +27,7 @@ use super::handlers::{self, Ctx};
 use super::reply::Reply;
 use super::state::NexusState;
 use crate::audit::AuditEvent;
-pub use crate::audit::AuthForm;
+pub use crate::caller::{AuthForm, Caller};
 
 /// Longest request target (path and query, plus the authority of an absolute-form target)
 /// Nexus reads; longer ones get 414 `uri_too_long` before anything parses them. SPIKE's longest
@@ -37,10 +37,6 @@ pub use crate::audit::AuthForm;
 pub const MAX_URI_BYTES: usize = 1024;
 /// Error code of the 414 answer (a spike-rs extension; SPIKE's SDK reads only the status).
 pub const URI_TOO_LONG: &str = "uri_too_long";
-
-/// The verified SPIFFE ID of the mTLS peer, inserted into each request by the listener.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Arc<str>);
 
 /// Builds Nexus's router over `state`.
 pub fn router(state: Arc<NexusState>) -> Router {
