@@ -7,16 +7,6 @@ use spike_core::wire::policy::*;
 use crate::client::{Idempotency, Spike};
 use crate::error::{Error, Result};
 
-fn to_wire(p: Permission) -> PolicyPermission {
-    match p {
-        Permission::Read => PolicyPermission::Read,
-        Permission::Write => PolicyPermission::Write,
-        Permission::List => PolicyPermission::List,
-        Permission::Execute => PolicyPermission::Execute,
-        Permission::Super => PolicyPermission::Super,
-    }
-}
-
 fn checked_name(name: &str) -> Result<()> {
     spike_core::path::validate_policy_name(name)
         .map_err(|e| Error::InvalidInput { what: "policy name".into(), reason: e.to_string() })
@@ -38,7 +28,7 @@ impl Spike {
             name: name.into(),
             spiffeid_pattern: spiffe_id_pattern.into(),
             path_pattern: path_pattern.into(),
-            permissions: Some(permissions.iter().copied().map(to_wire).collect()),
+            permissions: Some(permissions.iter().copied().map(PolicyPermission::from).collect()),
         };
         let _: PolicyPutResponse =
             self.call(Route::PolicyPut, &req, Idempotency::Idempotent).await?;

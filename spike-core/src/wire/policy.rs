@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use super::codec;
 use super::{ErrorCode, GO_ZERO_TIME};
+use crate::policy::Permission;
 
 /// A permission a policy grants (Go `data.PolicyPermission`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -46,6 +47,30 @@ impl PolicyPermission {
             PolicyPermission::List => "list",
             PolicyPermission::Execute => "execute",
             PolicyPermission::Super => "super",
+        }
+    }
+}
+
+impl From<Permission> for PolicyPermission {
+    fn from(p: Permission) -> Self {
+        match p {
+            Permission::Read => PolicyPermission::Read,
+            Permission::Write => PolicyPermission::Write,
+            Permission::List => PolicyPermission::List,
+            Permission::Execute => PolicyPermission::Execute,
+            Permission::Super => PolicyPermission::Super,
+        }
+    }
+}
+
+impl From<PolicyPermission> for Permission {
+    fn from(p: PolicyPermission) -> Self {
+        match p {
+            PolicyPermission::Read => Permission::Read,
+            PolicyPermission::Write => Permission::Write,
+            PolicyPermission::List => Permission::List,
+            PolicyPermission::Execute => Permission::Execute,
+            PolicyPermission::Super => Permission::Super,
         }
     }
 }

@@ -464,7 +464,11 @@ pub fn probe_interval(update: Duration) -> Duration {
 
 /// Calls `try_subset` with index subsets of size `k` of `0..n` in lexicographic order (at most
 /// [`MAX_COMBINATIONS`]) until it returns true. Returns whether one did.
-fn for_each_subset(n: usize, k: usize, mut try_subset: impl FnMut(&[usize]) -> bool) -> bool {
+pub(crate) fn for_each_subset(
+    n: usize,
+    k: usize,
+    mut try_subset: impl FnMut(&[usize]) -> bool,
+) -> bool {
     if k == 0 || k > n {
         return false;
     }

@@ -19,11 +19,9 @@ use spike_core::wire::{ErrorCode, FallbackResponse, ShardBytes};
 use super::Ctx;
 use crate::keeper::KeeperClient;
 use crate::nexus::config::BackendKind;
+use crate::nexus::recovery::for_each_subset;
 use crate::nexus::reply::Reply;
 use crate::nexus::state::Unsealed;
-
-/// Most t-subsets tried when the received shards contain a bad one.
-const MAX_COMBINATIONS: usize = 1024;
 
 /// Returns every shard of the root key (recover role only; persistent backends only).
 pub fn recover(ctx: &Ctx<'_>) -> Reply {
@@ -119,28 +117,22 @@ pub fn restore(ctx: &Ctx<'_>) -> Reply {
     run().unwrap_or_else(|r| r)
 }
 
-/// Tries t-subsets of `shares` (bounded) until one unseals the store.
+/// Tries t-subsets of `shares` (bounded, in the order recovery from the Keepers tries them)
+/// until one unseals the store.
 fn try_subsets(ctx: &Ctx<'_>, shares: &[KeeperShare], threshold: usize) -> bool {
-    let n = shares.len();
-    let mut idx: Vec<usize> = (0..threshold).collect();
-    for _ in 0..MAX_COMBINATIONS {
+    for_each_subset(shares.len(), threshold, |idx| {
         let subset: Vec<KeeperShare> = idx.iter().map(|&i| shares[i].duplicate()).collect();
-        if let Ok(root) = shamir::combine(&subset, threshold) {
-            match ctx.state.unseal(root) {
-                Ok(()) => return true,
-                Err(e) => tracing::debug!(error = %e, "a shard subset did not verify"),
-            }
-        }
-        // Next combination in lexicographic order.
-        let Some(pos) = (0..threshold).rev().find(|&i| idx[i] < n - threshold + i) else {
+        let Ok(root) = shamir::combine(&subset, threshold) else {
             return false;
         };
-        idx[pos] += 1;
-        for j in pos + 1..threshold {
-            idx[j] = idx[j - 1] + 1;
+        match ctx.state.unseal(root) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "a shard subset did not verify");
+                false
+            }
         }
-    }
-    false
+    })
 }
 
 /// Adds a keyring term and re-encrypts older records in the background, or, with

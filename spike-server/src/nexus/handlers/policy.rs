@@ -21,26 +21,6 @@ use super::{Ctx, store_failure};
 use crate::nexus::authz::{self, SYSTEM_ACL_PATH};
 use crate::nexus::reply::Reply;
 
-fn to_core(p: PolicyPermission) -> Permission {
-    match p {
-        PolicyPermission::Read => Permission::Read,
-        PolicyPermission::Write => Permission::Write,
-        PolicyPermission::List => Permission::List,
-        PolicyPermission::Execute => Permission::Execute,
-        PolicyPermission::Super => Permission::Super,
-    }
-}
-
-fn to_wire(p: Permission) -> PolicyPermission {
-    match p {
-        Permission::Read => PolicyPermission::Read,
-        Permission::Write => PolicyPermission::Write,
-        Permission::List => PolicyPermission::List,
-        Permission::Execute => PolicyPermission::Execute,
-        Permission::Super => PolicyPermission::Super,
-    }
-}
-
 fn check<Resp: WireResponse + serde::Serialize>(
     ctx: &Ctx<'_>,
     wanted: Permission,
@@ -76,7 +56,7 @@ fn to_wire_policy(p: &Policy, updated_at: Option<OffsetDateTime>) -> wp::Policy 
         name: p.name().to_owned(),
         spiffeid_pattern: p.spiffe_id_pattern().to_owned(),
         path_pattern: p.path_pattern().to_owned(),
-        permissions: Some(p.permissions().iter().copied().map(to_wire).collect()),
+        permissions: Some(p.permissions().iter().copied().map(PolicyPermission::from).collect()),
         created_at: p.created_at(),
         updated_at: updated_at.unwrap_or_else(|| p.created_at()),
     }
@@ -89,7 +69,7 @@ pub fn put(ctx: &Ctx<'_>) -> Reply {
         let bad = || Reply::bad_request::<wp::PolicyPutResponse>().at(req.name.clone());
         validate_policy_name(&req.name).map_err(|_| bad())?;
         let permissions: Vec<Permission> =
-            req.permissions.clone().unwrap_or_default().into_iter().map(to_core).collect();
+            req.permissions.clone().unwrap_or_default().into_iter().map(Permission::from).collect();
         let spec = PolicySpec {
             name: req.name.clone(),
             spiffe_id_pattern: req.spiffeid_pattern.clone(),
