@@ -322,6 +322,14 @@ async fn import_flow(client: &Spike, pilot: &Pilot, logs: impl Fn() -> String) {
     assert_eq!(retire.code, 0, "{}", retire.stderr);
     let stream1 = std::fs::read(fixture().join("cipher/stream-1.bin")).unwrap();
     assert!(client.decrypt_bytes(&stream1).await.is_err());
+    let file = fixture().join("cipher/stream-1.bin");
+    let cli = pilot.run(&["cipher", "decrypt", "-f", file.to_str().unwrap()]);
+    assert_eq!(cli.code, 2, "{}", cli.stderr);
+    assert!(
+        cli.stderr.contains("could not decrypt") && cli.stderr.contains("retired"),
+        "{}",
+        cli.stderr
+    );
     let ours = client.encrypt(b"x").await.unwrap();
     assert_eq!(&client.decrypt(&ours).await.unwrap()[..], b"x");
 

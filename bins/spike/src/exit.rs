@@ -66,6 +66,12 @@ pub enum CliError {
     /// Nexus found nothing at what the command named (the SDK's "not found", with the name).
     #[error("not found: {0}")]
     NotFound(String),
+    /// Nexus could not open a ciphertext.
+    #[error(
+        "Nexus could not decrypt it: the ciphertext was altered or cut short, or it was made \
+         under another key (another Nexus, or SPIKE's key after the legacy key was retired)"
+    )]
+    Undecryptable,
     /// The user declined a destructive operation.
     #[error("canceled; nothing was changed (pass --yes to skip the question)")]
     Canceled,
@@ -88,9 +94,10 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Client(e) if server_said_no(e) => SERVER_SAID_NO,
-            CliError::PolicyExists(_) | CliError::ImportRefused(_) | CliError::NotFound(_) => {
-                SERVER_SAID_NO
-            }
+            CliError::PolicyExists(_)
+            | CliError::ImportRefused(_)
+            | CliError::NotFound(_)
+            | CliError::Undecryptable => SERVER_SAID_NO,
             _ => LOCAL,
         }
     }

@@ -61,13 +61,24 @@ pub async fn run(conn: &Connection, cmd: CipherCmd) -> Result<(), CliError> {
                         .decode(ciphertext.trim())
                         .map_err(|_| CliError::Usage("--ciphertext is not valid base64".into()))?,
                 };
-                let plain = client(conn).await?.decrypt(&sealed).await?;
+                let plain = client(conn).await?.decrypt(&sealed).await.map_err(undecryptable)?;
                 return write_out(out.as_deref(), &plain);
             }
             let input = read_input(file.as_deref())?;
-            let plain = client(conn).await?.decrypt_bytes(&input).await?;
+            let plain = client(conn).await?.decrypt_bytes(&input).await.map_err(undecryptable)?;
             write_out(out.as_deref(), &plain)
         }
+    }
+}
+
+/// Nexus refusing to open a ciphertext (SPIKE answers 500 in JSON mode, 400 when streaming)
+/// becomes a message that says what that means (issue 18); other errors pass through.
+fn undecryptable(e: spike_client::Error) -> CliError {
+    match e {
+        spike_client::Error::Server { status: 500, .. } | spike_client::Error::BadRequest(_) => {
+            CliError::Undecryptable
+        }
+        other => other.into(),
     }
 }
 
