@@ -29,6 +29,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The value stored under `key`, if any.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The values stored under each of `keys`, in the order of `keys` (a key given twice is
+    /// answered twice).
+    ///
+    /// The provided implementation calls [`Backend::get`] once per key, in order, so the
+    /// results are *not* a snapshot across keys: a write may land between two of the reads.
+    /// A backend that can read several keys in one round trip overrides it, and says in its
+    /// docs whether its answer is one consistent snapshot (PostgreSQL's is: one statement).
+    /// Callers must be correct either way; the versioned store reads the metadata record
+    /// first, so without a snapshot it sees what two successive `get`s would have shown.
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+
     /// Every key starting with `prefix`, with its value, in ascending byte order of the keys.
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
@@ -197,5 +210,21 @@ impl Batch {
     /// True when the batch neither checks nor writes anything.
     pub fn is_empty(&self) -> bool {
         self.preconditions.is_empty() && self.writes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryBackend;
+
+    #[test]
+    fn get_many_answers_in_key_order_repeats_and_all() {
+        let b = MemoryBackend::new();
+        b.put("a", b"1").unwrap();
+        b.put("b", b"2").unwrap();
+        let got = b.get_many(&["b", "missing", "a", "b"]).unwrap();
+        assert_eq!(got, [Some(b"2".to_vec()), None, Some(b"1".to_vec()), Some(b"2".to_vec())]);
+        assert_eq!(b.get_many(&[]).unwrap(), Vec::<Option<Vec<u8>>>::new());
     }
 }

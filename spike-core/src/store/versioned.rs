@@ -43,6 +43,27 @@
 //! Each version record also carries a random 16-byte *instance* id from the secret's metadata,
 //! so after `destroy_all` and a re-create, a saved ciphertext of the old secret's version `n`
 //! does not open as the new secret's version `n`.
+//!
+//! # Reads
+//!
+//! A read opens the secret's metadata record, picks the version it asks for, and opens that
+//! version's record, authenticating both every time. Opening and decoding the metadata is
+//! skipped when the backend returns byte-for-byte the sealed record this store last opened or
+//! wrote at that path, under the same keyring (a bounded cache, `MetaCache`): bytes the keyring
+//! already authenticated need no second look, and any write changes them (fresh nonce).
+//!
+//! Read naively, a GET is two dependent backend reads, the version's key coming from the
+//! metadata; on a networked backend that is two round trips. When the cache holds the path's
+//! metadata, the store *speculates*: it reads the metadata record and the record of the version
+//! the cached metadata makes the answer in one [`Backend::get_many`] call. If the metadata bytes
+//! are the cached ones, that version record is the one the naive path would have fetched (its
+//! second read, too, comes after the metadata read); on a backend whose `get_many` is one
+//! snapshot (PostgreSQL) the pair is even consistent. If they differ (a write
+//! here or by another replica), the fresh bytes are opened as usual and, unless they name the
+//! same version, the right version is read next: a stale guess costs one more read, never a
+//! stale value. The version record is opened and checked (AAD, instance) exactly as without
+//! the guess, and a cache miss, or cached metadata that already makes the answer an error, reads
+//! the metadata alone first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -417,6 +438,14 @@ impl MetaCache {
             .then(|| hit.meta.clone())
     }
 
+    /// The opened metadata at `path` if `ring` opened it, whatever the backend holds now: a
+    /// guess at the current metadata, to be confirmed by comparing the bytes read.
+    fn opened_by(&self, path: &str, ring: &Arc<Keyring>) -> Option<Arc<Meta>> {
+        let entries = self.lock();
+        let hit = entries.get(path)?;
+        std::ptr::eq(hit.ring.as_ptr(), Arc::as_ptr(ring)).then(|| hit.meta.clone())
+    }
+
     fn put(&self, path: &str, ring: &Arc<Keyring>, sealed: Vec<u8>, meta: Arc<Meta>) {
         let mut entries = self.lock();
         if entries.len() >= META_CACHE_ENTRIES && !entries.contains_key(path) {
@@ -577,22 +606,56 @@ impl SecretStore {
         )))
     }
 
+    /// One attempt at a read: `Ok(None)` when the metadata names a version whose record is
+    /// missing (destroyed or pruned meanwhile; the caller looks again).
+    ///
+    /// With the path's metadata already opened under `ring` (see [`MetaCache`]), the version
+    /// it makes the answer is read in the same backend call as the metadata record (see the
+    /// [module docs](self) on reads); otherwise, or when the cached metadata already makes the
+    /// answer an error, the metadata record is read alone first.
     fn try_get(
         &self,
         ring: &Arc<Keyring>,
         path: &str,
         version: Option<u64>,
     ) -> Result<Option<(u64, SecretValues)>, StoreError> {
-        let meta = self.load_shared(ring, path)?.ok_or(StoreError::NotFound)?;
-        let version = match version {
-            None | Some(0) => meta.current(),
-            Some(v) => v,
+        let meta_key = keys::metadata(path);
+        let guess = self.opened.opened_by(path, ring).and_then(|meta| {
+            let v = target(&meta, version);
+            meta.versions.get(&v).is_some_and(|e| e.deleted.is_none()).then_some(v)
+        });
+        let (raw, read_beside) = match guess {
+            Some(v) => {
+                let version_key = keys::version(path, v);
+                let both = self.backend.get_many(&[&meta_key, &version_key])?;
+                let [raw, record]: [Option<Vec<u8>>; 2] =
+                    both.try_into().map_err(|got: Vec<_>| {
+                        StoreError::Backend(format!(
+                            "the {} backend answered {} values for 2 keys; this is a backend bug",
+                            self.backend.name(),
+                            got.len()
+                        ))
+                    })?;
+                (raw, Some((v, record)))
+            }
+            None => (self.backend.get(&meta_key)?, None),
         };
+        let raw = raw.ok_or(StoreError::NotFound)?;
+        // Byte-for-byte the cached record (the usual case): no open, and the version guessed
+        // above is the one this metadata names. Other bytes (a write since): opened here.
+        let meta = self.open_shared(ring, path, raw)?;
+        let version = target(&meta, version);
         let entry = meta.versions.get(&version).ok_or(StoreError::NotFound)?;
         if entry.deleted.is_some() {
             return Err(StoreError::Deleted);
         }
-        let Some(record) = self.backend.get(&keys::version(path, version))? else {
+        // The record read beside this metadata, if it is the version this metadata names;
+        // else (no guess, or a write moved the answer elsewhere) a second read.
+        let record = match read_beside {
+            Some((v, record)) if v == version => record,
+            _ => self.backend.get(&keys::version(path, version))?,
+        };
+        let Some(record) = record else {
             return Ok(None);
         };
         let plain = open_record(ring, RecordKind::SecretVersion, path, version, &record)?;
@@ -742,12 +805,23 @@ impl SecretStore {
         let Some(raw) = self.backend.get(&keys::metadata(path))? else {
             return Ok(None);
         };
+        self.open_shared(ring, path, raw).map(Some)
+    }
+
+    /// The metadata record `raw` of `path`, opened: the copy from [`MetaCache`] when `ring`
+    /// opened exactly these bytes, else opened and decoded here (and remembered).
+    fn open_shared(
+        &self,
+        ring: &Arc<Keyring>,
+        path: &str,
+        raw: Vec<u8>,
+    ) -> Result<Arc<Meta>, StoreError> {
         if let Some(meta) = self.opened.get(path, ring, &raw) {
-            return Ok(Some(meta));
+            return Ok(meta);
         }
         let meta = Arc::new(self.open_meta(ring, path, &raw)?);
         self.opened.put(path, ring, raw, meta.clone());
-        Ok(Some(meta))
+        Ok(meta)
     }
 
     /// Reads and opens the metadata record at `path`: its raw bytes (for compare-and-swap)
@@ -848,6 +922,14 @@ impl SecretStore {
     }
 }
 
+/// The version a read of `version` asks `meta` for: the current one for `None` or `Some(0)`.
+fn target(meta: &Meta, version: Option<u64>) -> u64 {
+    match version {
+        None | Some(0) => meta.current(),
+        Some(v) => v,
+    }
+}
+
 /// Stores `meta` if anything `changed`.
 fn finish(mut meta: Meta, now: OffsetDateTime, changed: Vec<u64>) -> Step<Vec<u64>> {
     if changed.is_empty() {
@@ -898,6 +980,152 @@ mod tests {
         let plain = open_record(&ring, RecordKind::SecretMetadata, "a", 0, &raw).unwrap();
         let text = String::from_utf8(plain.to_vec()).unwrap();
         assert!(!text.contains("canary-123"), "{text}");
+    }
+
+    /// A memory backend that counts the reads it serves (`get_many` as one call).
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: MemoryBackend,
+        gets: std::sync::atomic::AtomicUsize,
+        get_manys: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Counting {
+        /// Reads served since the last call: (`get` calls, `get_many` calls).
+        fn take(&self) -> (usize, usize) {
+            use std::sync::atomic::Ordering::Relaxed;
+            (self.gets.swap(0, Relaxed), self.get_manys.swap(0, Relaxed))
+        }
+    }
+
+    impl Backend for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.get(key)
+        }
+
+        fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+            self.get_manys.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.get_many(keys)
+        }
+
+        fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.inner.scan_prefix(prefix)
+        }
+
+        fn commit(&self, batch: &Batch) -> Result<Commit, StoreError> {
+            self.inner.commit(batch)
+        }
+    }
+
+    /// Two stores over one counting backend, like two Nexus replicas sharing a database.
+    fn two_stores() -> (Arc<Counting>, SecretStore, SecretStore) {
+        let backend = Arc::new(Counting::default());
+        let ring = Arc::new(Keyring::generate().unwrap());
+        let here = SecretStore::new(backend.clone(), ring.clone());
+        let there = SecretStore::new(backend.clone(), ring);
+        (backend, here, there)
+    }
+
+    /// The version read and the value of its key `k`.
+    fn read(
+        store: &SecretStore,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<(u64, String), StoreError> {
+        let (v, values) = store.get_versioned(&p(path), version)?;
+        Ok((v, values.get("k").unwrap_or_default().to_owned()))
+    }
+
+    #[test]
+    fn a_hot_get_is_one_backend_call() {
+        let (backend, here, _) = two_stores();
+        here.put(&p("a"), &values("1"), &PutOptions::new()).unwrap();
+        here.put(&p("a"), &values("2"), &PutOptions::new()).unwrap();
+        backend.take();
+        // This store wrote the metadata, so it knows which version is current: one call.
+        assert_eq!(read(&here, "a", None).unwrap(), (2, "2".into()));
+        assert_eq!(backend.take(), (0, 1));
+        assert_eq!(read(&here, "a", Some(0)).unwrap(), (2, "2".into()));
+        assert_eq!(read(&here, "a", Some(1)).unwrap(), (1, "1".into()));
+        assert_eq!(backend.take(), (0, 2));
+        // A store that has not seen the metadata yet reads it, then the version; then it is hot.
+        let (backend, here, there) = two_stores();
+        there.put(&p("b"), &values("x"), &PutOptions::new()).unwrap();
+        backend.take();
+        assert_eq!(read(&here, "b", None).unwrap().1, "x");
+        assert_eq!(backend.take(), (2, 0));
+        assert_eq!(read(&here, "b", None).unwrap().1, "x");
+        assert_eq!(backend.take(), (0, 1));
+    }
+
+    #[test]
+    fn a_get_after_another_writer_reads_the_new_current_version() {
+        let (backend, here, there) = two_stores();
+        here.put(&p("a"), &values("1"), &PutOptions::new()).unwrap();
+        assert_eq!(read(&here, "a", None).unwrap().1, "1");
+        there.put(&p("a"), &values("2"), &PutOptions::new()).unwrap();
+        backend.take();
+        // The guess (version 1) is stale: the fresh metadata is opened and version 2 read.
+        assert_eq!(read(&here, "a", None).unwrap(), (2, "2".into()));
+        assert_eq!(backend.take(), (1, 1));
+        assert_eq!(read(&here, "a", None).unwrap(), (2, "2".into()));
+        assert_eq!(backend.take(), (0, 1));
+        // A write that leaves the asked-for version in place: the record read beside it holds.
+        there.put(&p("a"), &values("3"), &PutOptions::new()).unwrap();
+        backend.take();
+        assert_eq!(read(&here, "a", Some(2)).unwrap(), (2, "2".into()));
+        assert_eq!(backend.take(), (0, 1));
+        assert_eq!(read(&here, "a", None).unwrap(), (3, "3".into()));
+        // Destroyed and re-created elsewhere: version 1 again, of a new secret.
+        there.destroy_all(&p("a")).unwrap();
+        assert!(matches!(read(&here, "a", None), Err(StoreError::NotFound)));
+        there.put(&p("a"), &values("new"), &PutOptions::new()).unwrap();
+        assert_eq!(read(&here, "a", None).unwrap(), (1, "new".into()));
+    }
+
+    #[test]
+    fn a_hot_get_of_a_deleted_or_destroyed_version_fails_as_before() {
+        let (backend, here, there) = two_stores();
+        for v in ["1", "2", "3"] {
+            here.put(&p("a"), &values(v), &PutOptions::new()).unwrap();
+        }
+        assert_eq!(read(&here, "a", Some(3)).unwrap().1, "3");
+        // Deleted by another writer after this store cached the metadata.
+        assert_eq!(there.delete(&p("a"), &[3]).unwrap(), [3]);
+        assert!(matches!(read(&here, "a", Some(3)), Err(StoreError::Deleted)));
+        assert_eq!(read(&here, "a", None).unwrap(), (2, "2".into()));
+        // Now cached as deleted: the metadata alone answers.
+        backend.take();
+        assert!(matches!(read(&here, "a", Some(3)), Err(StoreError::Deleted)));
+        assert_eq!(backend.take(), (1, 0));
+        // Destroyed by another writer: not found, whether asked by number or as current.
+        assert_eq!(there.destroy(&p("a"), &[2]).unwrap(), [2]);
+        assert!(matches!(read(&here, "a", Some(2)), Err(StoreError::NotFound)));
+        assert_eq!(read(&here, "a", None).unwrap(), (1, "1".into()));
+        assert_eq!(there.destroy(&p("a"), &[1]).unwrap(), [1]);
+        assert!(matches!(read(&here, "a", None), Err(StoreError::NotFound)));
+        assert!(matches!(read(&here, "a", Some(1)), Err(StoreError::NotFound)));
+        // Deleted and destroyed here: the same answers.
+        here.put(&p("b"), &values("1"), &PutOptions::new()).unwrap();
+        here.delete(&p("b"), &[]).unwrap();
+        assert!(matches!(read(&here, "b", None), Err(StoreError::NotFound)));
+        assert!(matches!(read(&here, "b", Some(1)), Err(StoreError::Deleted)));
+        here.destroy(&p("b"), &[1]).unwrap();
+        assert!(matches!(read(&here, "b", Some(1)), Err(StoreError::NotFound)));
+    }
+
+    #[test]
+    fn a_version_record_missing_beside_cached_metadata_is_read_again_then_reported() {
+        let (backend, here, _) = two_stores();
+        here.put(&p("a"), &values("1"), &PutOptions::new()).unwrap();
+        // Removed behind the store's back: the metadata still names it.
+        backend.inner.delete(&keys::version("a", 1)).unwrap();
+        assert!(matches!(read(&here, "a", None), Err(StoreError::Corrupt(_))));
     }
 
     #[test]

@@ -33,8 +33,10 @@
 //! The asynchronous driver (`tokio-postgres`) runs each connection's I/O as a task on Nexus's
 //! own runtime; the synchronous [`Backend`] methods, which Nexus calls on blocking threads,
 //! wait for it there. Every statement is prepared once per connection (pipelined, when the
-//! connection opens), so a [`Backend::get`] is one round trip, and a commit group is one round
-//! trip too: `BEGIN`, the locks, the writes and `COMMIT` are sent back to back and their
+//! connection opens), so a [`Backend::get`] is one round trip, and so is a
+//! [`Backend::get_many`] (one `key = ANY($1)` statement, hence one snapshot: the versioned store
+//! reads a secret's metadata and the version it expects in one go), and a commit group is one
+//! round trip too: `BEGIN`, the locks, the writes and `COMMIT` are sent back to back and their
 //! answers read afterwards (an error aborts the transaction and turns the `COMMIT` into a
 //! rollback). The write counter is spread over rows because one row that every commit updates
 //! serialises all commits on its row lock until each is flushed. Measured effect, same command
@@ -609,6 +611,22 @@ impl Drop for PostgresBackend {
     }
 }
 
+/// The values of `keys`, in their order (`None`: absent), from the rows `found` of a lookup of
+/// them, which come in any order and once per distinct key.
+fn in_key_order(keys: &[&str], found: Vec<(String, Vec<u8>)>) -> Vec<Option<Vec<u8>>> {
+    let mut found: std::collections::HashMap<String, Vec<u8>> = found.into_iter().collect();
+    let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let value = match found.remove(*key) {
+            Some(value) => Some(value),
+            // Asked for twice: the same answer as the first time.
+            None => keys[..i].iter().position(|k| k == key).and_then(|j| values[j].clone()),
+        };
+        values.push(value);
+    }
+    values
+}
+
 /// The smallest string greater than every string starting with `prefix`, if there is one:
 /// the exclusive upper bound of a prefix range scan in code point order (`COLLATE "C"`).
 fn prefix_upper_bound(prefix: &str) -> Option<String> {
@@ -637,6 +655,26 @@ impl Backend for PostgresBackend {
                 .await
                 .map_err(query("reading"))?;
             row.map(|row| column(&row, 0, "reading")).transpose()
+        })?)
+    }
+
+    /// One statement, so one round trip and one snapshot: the values show the database as of
+    /// one moment, never half of a commit (READ COMMITTED takes a snapshot per statement).
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.on_conn(async move |conn| {
+            let rows = conn
+                .client
+                .query(&conn.statements.get_many, &[&keys])
+                .await
+                .map_err(query("reading"))?;
+            let found = rows
+                .iter()
+                .map(|row| Ok((column(row, 0, "reading")?, column(row, 1, "reading")?)))
+                .collect::<Result<Vec<_>, PgError>>()?;
+            Ok(in_key_order(keys, found))
         })?)
     }
 
@@ -670,6 +708,14 @@ mod tests {
         assert_eq!(prefix_upper_bound("a\u{10FFFF}"), Some("b".into()));
         assert_eq!(prefix_upper_bound("\u{D7FF}"), Some("\u{E000}".into()));
         assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+
+    #[test]
+    fn many_keys_are_answered_in_their_order() {
+        let found = vec![("b".to_owned(), b"2".to_vec()), ("a".to_owned(), b"1".to_vec())];
+        let (one, two) = (Some(b"1".to_vec()), Some(b"2".to_vec()));
+        assert_eq!(in_key_order(&["a", "missing", "b", "a"], found), [one.clone(), None, two, one]);
+        assert_eq!(in_key_order(&["x", "x"], Vec::new()), [None, None]);
     }
 
     #[test]

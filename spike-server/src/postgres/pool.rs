@@ -21,6 +21,8 @@ use super::{PgError, Target, query};
 pub(super) struct Statements {
     /// `key` → `value`.
     pub(super) get: Statement,
+    /// The keys and values of the keys in `$1` that exist, in no particular order.
+    pub(super) get_many: Statement,
     /// Keys and values in `[$1, $2)`.
     pub(super) scan_range: Statement,
     /// Keys and values from `$1` on.
@@ -43,8 +45,20 @@ pub(super) struct Statements {
 impl Statements {
     async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
         // Polled together, the Parse messages go out back to back: one round trip in all.
-        let (get, scan_range, scan_from, keys_range, keys_from, begin, lock, apply, commit) = futures::try_join!(
+        let (
+            get,
+            get_many,
+            scan_range,
+            scan_from,
+            keys_range,
+            keys_from,
+            begin,
+            lock,
+            apply,
+            commit,
+        ) = futures::try_join!(
             client.prepare("SELECT value FROM spike_kv WHERE key = $1"),
+            client.prepare("SELECT key, value FROM spike_kv WHERE key = ANY($1::text[])"),
             client.prepare(
                 "SELECT key, value FROM spike_kv WHERE key >= $1 AND key < $2 ORDER BY key"
             ),
@@ -58,7 +72,18 @@ impl Statements {
             client.prepare(super::APPLY),
             client.prepare("COMMIT"),
         )?;
-        Ok(Self { get, scan_range, scan_from, keys_range, keys_from, begin, lock, apply, commit })
+        Ok(Self {
+            get,
+            get_many,
+            scan_range,
+            scan_from,
+            keys_range,
+            keys_from,
+            begin,
+            lock,
+            apply,
+            commit,
+        })
     }
 }
 
