@@ -378,6 +378,42 @@ pub struct DevArgs {
     /// Log level of the children: debug, info, warn or error.
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
+    /// The connection flags of the other commands, taken here (hidden) so that they are not
+    /// listed in `spike dev --help`: `spike dev` starts its own Nexus and agent, and refuses
+    /// them with a message (issue 18).
+    #[command(flatten)]
+    pub not_for_dev: NotForDev,
+}
+
+/// The global connection flags, shadowed for `spike dev` (see [`DevArgs::not_for_dev`]).
+#[derive(Debug, Clone, Args)]
+pub struct NotForDev {
+    /// `--nexus-url`, refused.
+    #[arg(long, hide = true)]
+    pub nexus_url: Option<String>,
+    /// `--socket`, refused.
+    #[arg(long, hide = true)]
+    pub socket: Option<String>,
+    /// `--timeout`, refused.
+    #[arg(long, hide = true)]
+    pub timeout: Option<String>,
+    /// `--jwt-audience`, refused.
+    #[arg(long, hide = true)]
+    pub jwt_audience: Option<String>,
+}
+
+impl NotForDev {
+    /// The first of these flags that was given, by its name.
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            (self.nexus_url.is_some(), "--nexus-url"),
+            (self.socket.is_some(), "--socket"),
+            (self.timeout.is_some(), "--timeout"),
+            (self.jwt_audience.is_some(), "--jwt-audience"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
+    }
 }
 
 /// Nexus backends `spike dev` can run.

@@ -831,6 +831,19 @@ fn usage_errors_exit_1_and_help_exits_0() {
     let r = run(cmd, None, Duration::from_secs(30));
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("spiffeidPattern") && r.stderr.contains("\"(\""), "{r:?}");
+    // `spike dev --help` lists only what applies to it; the other commands' connection flags
+    // are refused there with a message.
+    let mut cmd = Command::new(SPIKE);
+    cmd.args(["dev", "--help"]);
+    let r = run(cmd, None, Duration::from_secs(30));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("--workload") && !r.stdout.contains("--nexus-url"), "{r:?}");
+    assert!(!r.stdout.contains("--socket") && !r.stdout.contains("--jwt-audience"), "{r:?}");
+    let mut cmd = Command::new(SPIKE);
+    cmd.args(["dev", "--socket", "unix:///x", "--dir"]).arg(std::env::temp_dir().join("unused"));
+    let r = run(cmd, None, Duration::from_secs(30));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("spike dev does not take --socket"), "{r:?}");
     for args in [&["--help"][..], &["secret", "--help"], &["--version"]] {
         let mut cmd = Command::new(SPIKE);
         cmd.args(args);

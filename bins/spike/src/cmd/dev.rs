@@ -12,6 +12,12 @@ pub const ENV_BIN_DIR: &str = "SPIKE_DEV_BIN_DIR";
 
 /// Runs `spike dev` until Ctrl-C.
 pub async fn run(args: DevArgs) -> Result<(), CliError> {
+    if let Some(flag) = args.not_for_dev.given() {
+        return Err(CliError::Usage(format!(
+            "spike dev does not take {flag}: it starts its own agent and Nexus; use {flag} with \
+             the other commands (after `source .spike-dev/env`)"
+        )));
+    }
     let config = config(args)?;
     let mut signals = Signals::install()?;
     say(&format!("[spike dev] starting in {}", config.dir.display()));
