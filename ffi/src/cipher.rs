@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 
 use crate::client::spike_client;
 use crate::error::spike_result;
-use crate::ffi::{self, Castable, free_boxed, try_out, try_ref, try_slice};
-use crate::panic::{catch_result, catch_value, catch_void};
+use crate::ffi::{Castable, free_boxed, try_ref, try_slice};
+use crate::panic::{catch_field, catch_new, catch_void};
 
 /// An owned byte buffer (a plaintext or a ciphertext). Read with `spike_bytes_data` and
 /// `spike_bytes_len`; free with `spike_bytes_free`, which zeroizes it.
@@ -21,6 +21,37 @@ pub struct spike_bytes {
 
 impl Castable for spike_bytes {
     type RustType = Zeroizing<Vec<u8>>;
+}
+
+/// Which way a cipher call goes.
+#[derive(Clone, Copy)]
+enum Direction {
+    Encrypt,
+    Decrypt,
+}
+
+/// Shared body of encrypt and decrypt: `len` bytes at `input` (named `name` in failure details)
+/// go to Nexus, and what comes back is handed to the caller through `out`.
+///
+/// # Safety
+///
+/// As the entry points that call it.
+unsafe fn cipher_call(
+    direction: Direction,
+    client: *const spike_client,
+    input: *const u8,
+    name: &str,
+    len: usize,
+    out: *mut *mut spike_bytes,
+) -> spike_result {
+    catch_new!(out, {
+        let client = try_ref!(client);
+        let input = try_slice!(input, len, name);
+        match direction {
+            Direction::Encrypt => Zeroizing::new(client.run(|s| s.encrypt_bytes(input))?),
+            Direction::Decrypt => client.run(|s| s.decrypt_bytes(input))?,
+        }
+    })
 }
 
 /// Encrypts `len` bytes at `plaintext` with Nexus's key.
@@ -39,15 +70,8 @@ pub unsafe extern "C" fn spike_client_encrypt(
     len: usize,
     out: *mut *mut spike_bytes,
 ) -> spike_result {
-    catch_result(|| {
-        let out = try_out!(out);
-        *out = std::ptr::null_mut();
-        let client = try_ref!(client);
-        let plaintext = try_slice!(plaintext, len);
-        let sealed = client.run(|s| s.encrypt_bytes(plaintext))?;
-        *out = ffi::to_boxed_ptr::<spike_bytes>(Zeroizing::new(sealed));
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { cipher_call(Direction::Encrypt, client, plaintext, "plaintext", len, out) }
 }
 
 /// Decrypts a framed ciphertext made by `spike_client_encrypt` (or `spike cipher`).
@@ -66,15 +90,8 @@ pub unsafe extern "C" fn spike_client_decrypt(
     len: usize,
     out: *mut *mut spike_bytes,
 ) -> spike_result {
-    catch_result(|| {
-        let out = try_out!(out);
-        *out = std::ptr::null_mut();
-        let client = try_ref!(client);
-        let ciphertext = try_slice!(ciphertext, len);
-        let plain = client.run(|s| s.decrypt_bytes(ciphertext))?;
-        *out = ffi::to_boxed_ptr::<spike_bytes>(plain);
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { cipher_call(Direction::Decrypt, client, ciphertext, "ciphertext", len, out) }
 }
 
 /// The first byte of `bytes` (valid until it is freed); NULL if `bytes` is NULL. When the
@@ -85,10 +102,8 @@ pub unsafe extern "C" fn spike_client_decrypt(
 /// `bytes` must be NULL or a live `spike_bytes`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spike_bytes_data(bytes: *const spike_bytes) -> *const u8 {
-    catch_value(std::ptr::null(), || {
-        // SAFETY: per this function's contract.
-        unsafe { ffi::ref_from_ptr(bytes, "bytes") }.map_or(std::ptr::null(), |b| b.as_ptr())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { catch_field(bytes, std::ptr::null(), |b| b.as_ptr()) }
 }
 
 /// The length of `bytes` (0 if `bytes` is NULL).
@@ -98,10 +113,8 @@ pub unsafe extern "C" fn spike_bytes_data(bytes: *const spike_bytes) -> *const u
 /// `bytes` must be NULL or a live `spike_bytes`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spike_bytes_len(bytes: *const spike_bytes) -> usize {
-    catch_value(0, || {
-        // SAFETY: per this function's contract.
-        unsafe { ffi::ref_from_ptr(bytes, "bytes") }.map_or(0, |b| b.len())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { catch_field(bytes, 0, |b| b.len()) }
 }
 
 /// Zeroizes and frees a byte buffer. NULL is a no-op.

@@ -237,10 +237,13 @@ macro_rules! try_opt_str {
 
 /// An array argument with its length, or returns `NULL_PARAMETER`.
 macro_rules! try_slice {
-    ($ptr:ident, $len:expr) => {
+    ($ptr:expr, $len:expr, $name:expr) => {
         // SAFETY: every entry point's `# Safety` section requires arrays to hold as many
         // elements as the length argument says.
-        unsafe { $crate::ffi::slice_from_ptr($ptr, $len, stringify!($ptr)) }?
+        unsafe { $crate::ffi::slice_from_ptr($ptr, $len, $name) }?
+    };
+    ($ptr:ident, $len:expr) => {
+        try_slice!($ptr, $len, stringify!($ptr))
     };
 }
 

@@ -9,6 +9,7 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::{Fault, clear_last_error, set_last_error, spike_result};
+use crate::ffi::{self, Castable};
 
 /// Runs a fallible entry point: clears the thread's last error, returns `SPIKE_RESULT_OK` on
 /// success, or the fault's code (keeping its detail) on failure or panic.
@@ -29,6 +30,40 @@ pub(crate) fn catch_result(body: impl FnOnce() -> Result<(), Fault>) -> spike_re
             spike_result::Panic
         }
     }
+}
+
+/// Runs a fallible entry point that hands the caller a new object through the out-parameter
+/// `$out` (a `*mut *mut C` argument of the entry point): `*$out` is set to NULL, then `$body`,
+/// a block that may return early with `?`, makes the object, which goes to the caller boxed.
+/// A NULL `$out` fails with `NULL_PARAMETER` before the body runs.
+macro_rules! catch_new {
+    ($out:ident, $body:block) => {
+        $crate::panic::catch_result(|| {
+            let $out = $crate::ffi::try_out!($out);
+            *$out = std::ptr::null_mut();
+            *$out = $crate::ffi::to_boxed_ptr($body);
+            Ok(())
+        })
+    };
+}
+
+pub(crate) use catch_new;
+
+/// Runs an accessor that cannot fail: `field` of the object behind the handle `ptr`, or
+/// `none` (0, NULL) when `ptr` is NULL or the accessor panics.
+///
+/// # Safety
+///
+/// `ptr` is NULL or a live handle of type `C` from this library.
+pub(crate) unsafe fn catch_field<C: Castable, T: Copy>(
+    ptr: *const C,
+    none: T,
+    field: impl FnOnce(&C::RustType) -> T,
+) -> T {
+    catch_value(none, || {
+        // SAFETY: per this function's contract.
+        unsafe { ffi::ref_from_ptr(ptr, "handle") }.map_or(none, field)
+    })
 }
 
 /// Runs an infallible accessor; a panic yields `fallback`.
