@@ -7,8 +7,8 @@ use ::spike_client::spike_core::policy::Permission;
 
 use crate::client::spike_client;
 use crate::error::{Fault, spike_result};
-use crate::ffi::{self, try_out, try_ref, try_str};
-use crate::panic::catch_result;
+use crate::ffi::{try_ref, try_str};
+use crate::panic::{catch_new, catch_result};
 use crate::slice::{StrList, spike_str_list};
 
 /// Permission to read secret values and metadata (SPIKE's `"read"`).
@@ -82,13 +82,10 @@ pub unsafe extern "C" fn spike_client_list_policies(
     client: *const spike_client,
     out: *mut *mut spike_str_list,
 ) -> spike_result {
-    catch_result(|| {
-        let out = try_out!(out);
-        *out = std::ptr::null_mut();
+    catch_new!(out, {
         let client = try_ref!(client);
         let items = client.run(|s| s.list_policies(None, None))?;
-        *out = ffi::to_boxed_ptr(StrList::from_strings(items.iter().map(|p| p.name.as_str())));
-        Ok(())
+        StrList::from_strings(items.iter().map(|p| p.name.as_str()))
     })
 }
 

@@ -10,8 +10,8 @@ use ::spike_client::spike_core::secret::SecretValues;
 
 use crate::client::spike_client;
 use crate::error::{Fault, spike_result};
-use crate::ffi::{self, Castable, free_boxed, try_out, try_ref, try_slice, try_str};
-use crate::panic::{catch_result, catch_value, catch_void};
+use crate::ffi::{Castable, free_boxed, try_out, try_ref, try_slice, try_str};
+use crate::panic::{catch_field, catch_new, catch_result, catch_void};
 use crate::slice::{CBuf, StrList, check_index, spike_str, spike_str_list};
 
 /// One version of a secret: key/value pairs in key order. Read with `spike_secret_len` and
@@ -140,14 +140,11 @@ pub unsafe extern "C" fn spike_client_get_secret(
     version: u64,
     out: *mut *mut spike_secret,
 ) -> spike_result {
-    catch_result(|| {
-        let out = try_out!(out);
-        *out = std::ptr::null_mut();
+    catch_new!(out, {
         let client = try_ref!(client);
         let path = try_str!(path);
         let values = client.run(|s| s.get_secret_version(path, version))?;
-        *out = ffi::to_boxed_ptr(Secret::from_values(&values));
-        Ok(())
+        Secret::from_values(&values)
     })
 }
 
@@ -158,10 +155,8 @@ pub unsafe extern "C" fn spike_client_get_secret(
 /// `secret` must be NULL or a live `spike_secret`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spike_secret_len(secret: *const spike_secret) -> usize {
-    catch_value(0, || {
-        // SAFETY: per this function's contract.
-        unsafe { ffi::ref_from_ptr(secret, "secret") }.map_or(0, |s| s.pairs.len())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { catch_field(secret, 0, |s| s.pairs.len()) }
 }
 
 /// Sets `*key` and `*value` to views of the pair at `index` (pairs are in key order). The
@@ -245,13 +240,9 @@ pub unsafe extern "C" fn spike_client_list_secrets(
     client: *const spike_client,
     out: *mut *mut spike_str_list,
 ) -> spike_result {
-    catch_result(|| {
-        let out = try_out!(out);
-        *out = std::ptr::null_mut();
+    catch_new!(out, {
         let client = try_ref!(client);
-        let paths = client.run(|s| s.list_secrets())?;
-        *out = ffi::to_boxed_ptr(StrList::from_strings(&paths));
-        Ok(())
+        StrList::from_strings(&client.run(|s| s.list_secrets())?)
     })
 }
 
@@ -353,9 +344,7 @@ pub unsafe extern "C" fn spike_client_secret_metadata(
     path: *const c_char,
     out: *mut *mut spike_secret_metadata,
 ) -> spike_result {
-    catch_result(|| {
-        let out = try_out!(out);
-        *out = std::ptr::null_mut();
+    catch_new!(out, {
         let client = try_ref!(client);
         let path = try_str!(path);
         let m = client.run(|s| s.secret_metadata(path))?;
@@ -370,30 +359,14 @@ pub unsafe extern "C" fn spike_client_secret_metadata(
                 deleted: v.deleted_time.is_some(),
             })
             .collect();
-        *out = ffi::to_boxed_ptr(Metadata {
+        Metadata {
             current_version: m.metadata.current_version,
             oldest_version: m.metadata.oldest_version,
             max_versions: m.metadata.max_versions,
             created_time: m.metadata.created_time.unix_timestamp(),
             updated_time: m.metadata.updated_time.unix_timestamp(),
             versions,
-        });
-        Ok(())
-    })
-}
-
-/// Reads one field of metadata, 0 for NULL.
-///
-/// # Safety
-///
-/// `m` must be NULL or live metadata from this library.
-unsafe fn metadata_field<T: Copy + Default>(
-    m: *const spike_secret_metadata,
-    field: impl FnOnce(&Metadata) -> T,
-) -> T {
-    catch_value(T::default(), || {
-        // SAFETY: per this function's contract.
-        unsafe { ffi::ref_from_ptr(m, "metadata") }.map_or(T::default(), field)
+        }
     })
 }
 
@@ -407,7 +380,7 @@ pub unsafe extern "C" fn spike_secret_metadata_current_version(
     metadata: *const spike_secret_metadata,
 ) -> u64 {
     // SAFETY: forwarded contract.
-    unsafe { metadata_field(metadata, |m| m.current_version) }
+    unsafe { catch_field(metadata, 0, |m| m.current_version) }
 }
 
 /// The oldest kept version number (0 when none; 0 if `metadata` is NULL).
@@ -420,7 +393,7 @@ pub unsafe extern "C" fn spike_secret_metadata_oldest_version(
     metadata: *const spike_secret_metadata,
 ) -> u64 {
     // SAFETY: forwarded contract.
-    unsafe { metadata_field(metadata, |m| m.oldest_version) }
+    unsafe { catch_field(metadata, 0, |m| m.oldest_version) }
 }
 
 /// How many versions Nexus keeps of this secret (0 if `metadata` is NULL).
@@ -433,7 +406,7 @@ pub unsafe extern "C" fn spike_secret_metadata_max_versions(
     metadata: *const spike_secret_metadata,
 ) -> u64 {
     // SAFETY: forwarded contract.
-    unsafe { metadata_field(metadata, |m| m.max_versions) }
+    unsafe { catch_field(metadata, 0, |m| m.max_versions) }
 }
 
 /// When the secret was first written, in seconds since the Unix epoch (0 if NULL).
@@ -446,7 +419,7 @@ pub unsafe extern "C" fn spike_secret_metadata_created_time(
     metadata: *const spike_secret_metadata,
 ) -> i64 {
     // SAFETY: forwarded contract.
-    unsafe { metadata_field(metadata, |m| m.created_time) }
+    unsafe { catch_field(metadata, 0, |m| m.created_time) }
 }
 
 /// When the secret last changed, in seconds since the Unix epoch (0 if NULL).
@@ -459,7 +432,7 @@ pub unsafe extern "C" fn spike_secret_metadata_updated_time(
     metadata: *const spike_secret_metadata,
 ) -> i64 {
     // SAFETY: forwarded contract.
-    unsafe { metadata_field(metadata, |m| m.updated_time) }
+    unsafe { catch_field(metadata, 0, |m| m.updated_time) }
 }
 
 /// The number of kept versions described (0 if `metadata` is NULL).
@@ -472,7 +445,7 @@ pub unsafe extern "C" fn spike_secret_metadata_versions_len(
     metadata: *const spike_secret_metadata,
 ) -> usize {
     // SAFETY: forwarded contract.
-    unsafe { metadata_field(metadata, |m| m.versions.len()) }
+    unsafe { catch_field(metadata, 0, |m| m.versions.len()) }
 }
 
 /// Copies the description of the `index`-th kept version (in version order) into `*out`.
@@ -511,6 +484,7 @@ pub unsafe extern "C" fn spike_secret_metadata_free(metadata: *mut spike_secret_
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ffi;
 
     #[test]
     fn secret_pairs_are_in_key_order_and_looked_up_by_key() {

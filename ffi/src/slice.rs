@@ -6,8 +6,8 @@ use std::ffi::c_char;
 use zeroize::Zeroizing;
 
 use crate::error::{Fault, spike_result};
-use crate::ffi::{self, Castable, free_boxed, try_out, try_ref};
-use crate::panic::{catch_result, catch_value, catch_void};
+use crate::ffi::{Castable, free_boxed, try_out, try_ref};
+use crate::panic::{catch_field, catch_result, catch_void};
 
 /// A borrowed, read-only view of a UTF-8 string owned by a spike object.
 ///
@@ -92,13 +92,8 @@ pub(crate) fn check_index(index: usize, len: usize, what: &str) -> Result<(), Fa
 /// `list` must be NULL or a live `spike_str_list` from this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spike_str_list_len(list: *const spike_str_list) -> usize {
-    catch_value(0, || {
-        // SAFETY: per this function's contract.
-        match unsafe { ffi::ref_from_ptr(list, "list") } {
-            Ok(l) => l.0.len(),
-            Err(_) => 0,
-        }
-    })
+    // SAFETY: forwarded contract.
+    unsafe { catch_field(list, 0, |l| l.0.len()) }
 }
 
 /// Sets `*out` to a view of the string at `index` (valid until `list` is freed).
@@ -137,6 +132,7 @@ pub unsafe extern "C" fn spike_str_list_free(list: *mut spike_str_list) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ffi;
 
     #[test]
     fn views_are_nul_terminated_and_exclude_the_nul() {
