@@ -14,7 +14,7 @@ use tokio::runtime::Runtime;
 
 use crate::error::{Fault, spike_result};
 use crate::ffi::{self, Castable, free_boxed, try_mut, try_opt_str, try_out, try_str};
-use crate::panic::{catch_result, catch_void};
+use crate::panic::{catch_new, catch_result, catch_void};
 
 /// How long freeing a client waits for its runtime's background work to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -149,12 +149,7 @@ impl Builder {
 /// `out` must be NULL or point to a writable `spike_client *`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn spike_client_new_from_env(out: *mut *mut spike_client) -> spike_result {
-    catch_result(|| {
-        let out = try_out!(out);
-        *out = std::ptr::null_mut();
-        *out = ffi::to_boxed_ptr(Builder::default().build()?);
-        Ok(())
-    })
+    catch_new!(out, { Builder::default().build()? })
 }
 
 /// Creates a client for the Workload API at `socket` (e.g. `unix:///tmp/agent.sock`) and the
@@ -174,16 +169,13 @@ pub unsafe extern "C" fn spike_client_new(
     url: *const c_char,
     out: *mut *mut spike_client,
 ) -> spike_result {
-    catch_result(|| {
-        let out = try_out!(out);
-        *out = std::ptr::null_mut();
+    catch_new!(out, {
         let builder = Builder {
             socket: try_opt_str!(socket).map(str::to_owned),
             url: try_opt_str!(url).map(str::to_owned),
             ..Builder::default()
         };
-        *out = ffi::to_boxed_ptr(builder.build()?);
-        Ok(())
+        builder.build()?
     })
 }
 
@@ -220,6 +212,46 @@ pub unsafe extern "C" fn spike_client_builder_new(
     })
 }
 
+/// Shared body of the string setters: a copy of the string `value` (named `name` in failure
+/// details) goes into the builder's field that `field` picks.
+///
+/// # Safety
+///
+/// As the entry points that call it.
+unsafe fn set_string(
+    builder: *mut spike_client_builder,
+    value: *const c_char,
+    name: &str,
+    field: fn(&mut Builder) -> &mut Option<String>,
+) -> spike_result {
+    catch_result(|| {
+        let builder = try_mut!(builder);
+        *field(builder) = Some(try_str!(value, name).to_owned());
+        Ok(())
+    })
+}
+
+/// Shared body of the timeout setters: `timeout_ms` (0 is refused) goes into the builder's
+/// field that `field` picks.
+///
+/// # Safety
+///
+/// As the entry points that call it.
+unsafe fn set_timeout(
+    builder: *mut spike_client_builder,
+    timeout_ms: u64,
+    field: fn(&mut Builder) -> &mut Option<Duration>,
+) -> spike_result {
+    catch_result(|| {
+        let builder = try_mut!(builder);
+        if timeout_ms == 0 {
+            return Err(Fault::invalid("timeout_ms must be greater than 0"));
+        }
+        *field(builder) = Some(Duration::from_millis(timeout_ms));
+        Ok(())
+    })
+}
+
 /// Sets the Workload API socket (default: `SPIFFE_ENDPOINT_SOCKET`). The string is copied.
 ///
 /// # Safety
@@ -230,11 +262,8 @@ pub unsafe extern "C" fn spike_client_builder_set_socket(
     builder: *mut spike_client_builder,
     socket: *const c_char,
 ) -> spike_result {
-    catch_result(|| {
-        let builder = try_mut!(builder);
-        builder.socket = Some(try_str!(socket).to_owned());
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { set_string(builder, socket, "socket", |b| &mut b.socket) }
 }
 
 /// Sets Nexus's URL (default: `SPIKE_NEXUS_API_URL`, then `SPIKE_NEXUS_URL`, then
@@ -250,11 +279,8 @@ pub unsafe extern "C" fn spike_client_builder_set_url(
     builder: *mut spike_client_builder,
     url: *const c_char,
 ) -> spike_result {
-    catch_result(|| {
-        let builder = try_mut!(builder);
-        builder.url = Some(try_str!(url).to_owned());
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { set_string(builder, url, "url", |b| &mut b.url) }
 }
 
 /// Sets the SPIFFE ID Nexus must present, or an ID below it (SPIKE's role rule; default:
@@ -268,11 +294,8 @@ pub unsafe extern "C" fn spike_client_builder_set_nexus_id(
     builder: *mut spike_client_builder,
     nexus_id: *const c_char,
 ) -> spike_result {
-    catch_result(|| {
-        let builder = try_mut!(builder);
-        builder.nexus_id = Some(try_str!(nexus_id).to_owned());
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { set_string(builder, nexus_id, "nexus_id", |b| &mut b.nexus_id) }
 }
 
 /// Sets the time limit of one request in milliseconds (default 30000); 0 is refused.
@@ -285,14 +308,8 @@ pub unsafe extern "C" fn spike_client_builder_set_timeout_ms(
     builder: *mut spike_client_builder,
     timeout_ms: u64,
 ) -> spike_result {
-    catch_result(|| {
-        let builder = try_mut!(builder);
-        if timeout_ms == 0 {
-            return Err(Fault::invalid("timeout_ms must be greater than 0"));
-        }
-        builder.timeout = Some(Duration::from_millis(timeout_ms));
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { set_timeout(builder, timeout_ms, |b| &mut b.timeout) }
 }
 
 /// Sets how long building the client waits for the first X509-SVID from the Workload API, in
@@ -307,14 +324,8 @@ pub unsafe extern "C" fn spike_client_builder_set_svid_timeout_ms(
     builder: *mut spike_client_builder,
     timeout_ms: u64,
 ) -> spike_result {
-    catch_result(|| {
-        let builder = try_mut!(builder);
-        if timeout_ms == 0 {
-            return Err(Fault::invalid("timeout_ms must be greater than 0"));
-        }
-        builder.svid_timeout = Some(Duration::from_millis(timeout_ms));
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { set_timeout(builder, timeout_ms, |b| &mut b.svid_timeout) }
 }
 
 /// Sets how many times an idempotent call is attempted in total when Nexus is unreachable,
