@@ -1,7 +1,8 @@
 """ctypes declarations for libspike_ffi (see ffi/include/spike.h), loaded on first use.
 
-The library is found, in order, at ``$SPIKE_FFI_LIB`` (a file path), next to this package
-(a vendored copy), or by the system's library search (``ctypes.util.find_library``).
+The library is found at ``$SPIKE_FFI_LIB`` (a file path; when set, nowhere else), else inside
+this package (where ``pip install`` and the wheel put it), else by the system's library search
+(``ctypes.util.find_library``: ``libspike_ffi``, or ``libspike`` as cargo-c installs it).
 """
 
 import ctypes
@@ -11,6 +12,7 @@ import sys
 import threading
 from ctypes import POINTER, c_bool, c_char, c_char_p, c_int64, c_size_t, c_uint, c_uint32
 from ctypes import c_uint64, c_void_p
+from typing import Iterator, Optional
 
 RESULT = c_uint32  # spike_result is a uint32_t in C
 
@@ -21,6 +23,7 @@ class SpikeStr(ctypes.Structure):
     _fields_ = [("data", POINTER(c_char)), ("len", c_size_t)]
 
     def to_bytes(self) -> bytes:
+        """A copy of the viewed bytes (the library's object must still be alive)."""
         return ctypes.string_at(self.data, self.len) if self.len else b""
 
 
@@ -93,29 +96,41 @@ _PROTOTYPES = {
     "spike_bytes_free": (None, [HANDLE]),
 }
 
+#: The library's file name on this platform, as cargo builds it and the package carries it.
+if sys.platform == "darwin":
+    LIBRARY_FILE = "libspike_ffi.dylib"
+elif sys.platform == "win32":
+    LIBRARY_FILE = "spike_ffi.dll"
+else:
+    LIBRARY_FILE = "libspike_ffi.so"
+
 _lock = threading.Lock()
-_lib = None
+_lib: Optional[ctypes.CDLL] = None
+_path = ""
 
 
-def _candidates():
+def _candidates() -> Iterator[str]:
+    """Where to look, in order: ``$SPIKE_FFI_LIB`` alone if set; else the package's own copy,
+    then the system's search for ``spike_ffi`` (cargo's name) and ``spike`` (cargo-c's)."""
     explicit = os.environ.get("SPIKE_FFI_LIB")
     if explicit:
         yield explicit
         return
-    here = os.path.dirname(os.path.abspath(__file__))
-    names = ["libspike_ffi.dylib"] if sys.platform == "darwin" else ["libspike_ffi.so"]
-    for name in names:
-        path = os.path.join(here, name)
-        if os.path.exists(path):
-            yield path
-    found = ctypes.util.find_library("spike_ffi")
-    if found:
-        yield found
+    vendored = os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_FILE)
+    if os.path.exists(vendored):
+        yield vendored
+    for name in ("spike_ffi", "spike"):
+        found = ctypes.util.find_library(name)
+        if found:
+            yield found
 
 
-def lib():
-    """The loaded library with every prototype declared (loaded once, thread-safely)."""
-    global _lib
+def lib() -> ctypes.CDLL:
+    """The loaded library with every prototype declared (loaded once, thread-safely).
+
+    Raises ``OSError`` naming every place tried when none holds a usable library.
+    """
+    global _lib, _path
     with _lock:
         if _lib is not None:
             return _lib
@@ -123,21 +138,34 @@ def lib():
         for path in _candidates():
             try:
                 loaded = ctypes.CDLL(path)
+                for name, (restype, argtypes) in _PROTOTYPES.items():
+                    fn = getattr(loaded, name)
+                    fn.restype = restype
+                    fn.argtypes = argtypes
                 break
-            except OSError as e:
+            except (OSError, AttributeError) as e:  # AttributeError: another library's file
                 errors.append(f"{path}: {e}")
         else:
             raise OSError(
-                "cannot load libspike_ffi: build it with `cargo build -p spike-ffi --release` "
-                "and set SPIKE_FFI_LIB to the .so/.dylib path"
-                + (f" ({'; '.join(errors)})" if errors else "")
+                "cannot load libspike_ffi: install spike-sdk from a wheel or with `pip install "
+                "./ffi/python` (builds it with cargo), or build it (`cargo build -p spike-ffi "
+                "--release`) and set SPIKE_FFI_LIB to the file"
+                + (f" (tried {'; '.join(errors)})" if errors else " (none found)")
             )
-        for name, (restype, argtypes) in _PROTOTYPES.items():
-            fn = getattr(loaded, name)
-            fn.restype = restype
-            fn.argtypes = argtypes
-        _lib = loaded
+        _lib, _path = loaded, path
         return _lib
+
+
+def version() -> str:
+    """``spike_version``: the library's version string, e.g. ``"spike-ffi/0.1.0"``."""
+    raw: bytes = lib().spike_version()
+    return raw.decode("utf-8")
+
+
+def path() -> str:
+    """The file the library was loaded from, or the name the system search resolved."""
+    lib()
+    return _path
 
 
 def message(code: int) -> str:

@@ -8,7 +8,7 @@ import ctypes
 import datetime
 from ctypes import byref, c_char_p, c_uint64, c_void_p
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import _native
 from .errors import BY_CODE, InvalidArgumentError, InvalidUtf8Error, SpikeError, UnexpectedError
@@ -41,7 +41,7 @@ def _time(seconds: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
 
 
-def _versions(versions: Iterable[int]):
+def _versions(versions: Iterable[int]) -> Tuple["ctypes.Array[c_uint64]", int]:
     items = [int(v) for v in versions]
     if any(v < 0 for v in items):
         raise InvalidArgumentError(_native.message(102), "versions must be non-negative")
@@ -140,7 +140,7 @@ class Client:
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -272,7 +272,7 @@ class Client:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _strings(self, call) -> List[str]:
+    def _strings(self, call: Callable[..., int]) -> List[str]:
         lst = c_void_p()
         _check(call(self._h(), byref(lst)))
         try:
@@ -285,7 +285,7 @@ class Client:
         finally:
             self._lib.spike_str_list_free(lst)
 
-    def _bytes_call(self, call, data: bytes) -> bytes:
+    def _bytes_call(self, call: Callable[..., int], data: bytes) -> bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected bytes, not {type(data).__name__}")
         data = bytes(data)

@@ -43,20 +43,26 @@ def spike():
         yield client
 
 
+def _env_or_skip(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.skip(f"{name} unset")
+    return value
+
+
 @pytest.fixture
 def app_socket():
-    socket = os.environ.get("SPIKE_TEST_APP_SOCKET")
-    if not socket:
-        pytest.skip("SPIKE_TEST_APP_SOCKET unset")
-    return socket
+    return _env_or_skip("SPIKE_TEST_APP_SOCKET")
 
 
 @pytest.fixture
 def jwt_url():
-    url = os.environ.get("SPIKE_NEXUS_JWT_API_URL")
-    if not url:
-        pytest.skip("SPIKE_NEXUS_JWT_API_URL unset")
-    return url
+    return _env_or_skip("SPIKE_NEXUS_JWT_API_URL")
+
+
+@pytest.fixture
+def down_url():
+    return _env_or_skip("SPIKE_TEST_DOWN_URL")
 
 
 @pytest.fixture

@@ -1,7 +1,10 @@
 """spike_sdk against a running Nexus: round trips, and each error class from Python."""
 
+import builtins
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -106,14 +109,11 @@ def test_missing_secrets_raise_not_found(spike):
     assert isinstance(missing.value, LookupError)
 
 
-def test_nexus_down_raises_unreachable():
-    url = os.environ.get("SPIKE_TEST_DOWN_URL")
-    if not url:
-        pytest.skip("SPIKE_TEST_DOWN_URL unset")
-    with Client(url=url, retries=1, timeout=5) as down:
+def test_nexus_down_raises_unreachable(down_url):
+    with Client(url=down_url, retries=1, timeout=5) as down:
         with pytest.raises(NexusUnreachableError) as e:
             down.list_secrets()
-    assert url in e.value.detail
+    assert down_url in e.value.detail
     assert isinstance(e.value, ConnectionError)
 
 
@@ -154,6 +154,10 @@ def test_closed_clients_refuse_calls(path):
     client.close()
     with pytest.raises(SpikeError):
         client.get_secret(path)
+    with Client(retries=1) as scoped:
+        scoped.put_secret(path, {"k": "v"})
+    with pytest.raises(SpikeError, match="closed"):
+        scoped.get_secret(path)
 
 
 def test_exceptions_mirror_every_code_in_the_header():
@@ -167,5 +171,64 @@ def test_exceptions_mirror_every_code_in_the_header():
         assert issubclass(cls, SpikeError) and cls.code == code
 
 
+def test_the_documented_exception_tree_is_the_real_one():
+    documented = re.findall(
+        r"^ {4}([| ]*)\+-- (\w+)(?: \((\w+)\))? +(\d+)$", spike_sdk.errors.__doc__, re.M
+    )
+    assert len(documented) == len(BY_CODE)
+    parents = [SpikeError]  # parents[d]: the latest class listed at depth d
+    for indent, name, builtin, code in documented:
+        del parents[len(indent) // 4 + 1 :]
+        cls = getattr(spike_sdk, name)
+        bases = (parents[-1],) + ((getattr(builtins, builtin),) if builtin else ())
+        assert (cls.__bases__, cls.code) == (bases, int(code))
+        parents.append(cls)
+
+
+def test_an_application_subclass_keeps_its_parents_code():
+    class AppNotFound(spike_sdk.NotFoundError):
+        pass
+
+    assert AppNotFound.code == 303 and BY_CODE[303] is spike_sdk.NotFoundError
+    with pytest.raises(TypeError, match="303"):
+
+        class Clash(SpikeError, code=303):
+            pass
+
+
+def test_every_public_name_has_a_docstring():
+    public = [getattr(spike_sdk, n) for n in spike_sdk.__all__]
+    public += [m for n, m in vars(Client).items() if callable(m) and not n.startswith("_")]
+    assert [p for p in public if not (p.__doc__ or "").strip()] == []
+
+
+def test_the_package_is_typed():
+    assert os.path.isfile(os.path.join(os.path.dirname(spike_sdk.__file__), "py.typed"))
+
+
 def test_library_version_matches_the_package():
     assert spike_sdk.library_version() == f"spike-ffi/{spike_sdk.__version__}"
+
+
+def test_module_version_prints_the_package_and_the_library():
+    run = subprocess.run(
+        [sys.executable, "-m", "spike_sdk", "--version"], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    version = spike_sdk.__version__
+    lib = os.environ["SPIKE_FFI_LIB"]
+    assert run.stdout == f"spike-sdk {version} (spike-ffi/{version}, {lib})\n"
+
+
+def test_module_version_says_why_without_a_library(tmp_path):
+    missing = str(tmp_path / "libspike_ffi.so")
+    run = subprocess.run(
+        [sys.executable, "-m", "spike_sdk", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SPIKE_FFI_LIB": missing},
+    )
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert f"spike-sdk {spike_sdk.__version__}: cannot load libspike_ffi" in run.stderr
+    assert missing in run.stderr
