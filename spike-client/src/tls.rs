@@ -92,6 +92,59 @@ pub fn supported_verify_schemes() -> Vec<SignatureScheme> {
     crypto_provider().signature_verification_algorithms.supported_schemes()
 }
 
+/// Writes the three handshake-signature methods of a rustls `ServerCertVerifier` or
+/// `ClientCertVerifier` (`verify_tls12_signature`, `verify_tls13_signature`,
+/// `supported_verify_schemes`) as calls to [`verify_tls12_signature`],
+/// [`verify_tls13_signature`] and [`supported_verify_schemes`], so that every certificate
+/// verifier of spike-rs checks signatures alike. Use it inside the trait's `impl` block; the
+/// crate using it must depend on `rustls`.
+///
+/// ```
+/// use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+/// use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+///
+/// #[derive(Debug)]
+/// struct Refuser;
+///
+/// impl ServerCertVerifier for Refuser {
+///     fn verify_server_cert(
+///         &self,
+///         _end_entity: &CertificateDer<'_>,
+///         _intermediates: &[CertificateDer<'_>],
+///         _server_name: &ServerName<'_>,
+///         _ocsp_response: &[u8],
+///         _now: UnixTime,
+///     ) -> Result<ServerCertVerified, rustls::Error> {
+///         Err(rustls::Error::General("no server is trusted".into()))
+///     }
+///
+///     spike_client::impl_signature_checks!();
+/// }
+/// ```
+#[macro_export]
+macro_rules! impl_signature_checks {
+    () => {
+        $crate::impl_signature_checks!(@checks verify_tls12_signature verify_tls13_signature);
+
+        fn supported_verify_schemes(&self) -> ::std::vec::Vec<::rustls::SignatureScheme> {
+            $crate::tls::supported_verify_schemes()
+        }
+    };
+    (@checks $($check:ident)*) => {$(
+        fn $check(
+            &self,
+            message: &[u8],
+            cert: &::rustls::pki_types::CertificateDer<'_>,
+            dss: &::rustls::DigitallySignedStruct,
+        ) -> ::std::result::Result<
+            ::rustls::client::danger::HandshakeSignatureValid,
+            ::rustls::Error,
+        > {
+            $crate::tls::$check(message, cert, dss)
+        }
+    )*};
+}
+
 /// Which side of the handshake the verified peer is, selecting the extended key usage its
 /// leaf must allow (when it lists any).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,27 +542,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        supported_verify_schemes()
-    }
+    crate::impl_signature_checks!();
 }
 
 /// A rustls client-certificate verifier (for servers) that requires an X509-SVID.
@@ -536,27 +569,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        supported_verify_schemes()
-    }
+    crate::impl_signature_checks!();
 }
 
 /// Presents the source's current SVID in every handshake, as client or server.
