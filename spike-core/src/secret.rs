@@ -88,26 +88,42 @@ fn key_from(bytes: &mut [u8; KEY_LEN]) -> SecretBox<[u8; KEY_LEN]> {
     key
 }
 
-/// The 256-bit root key: it wraps every data key and exists only in memory.
-pub struct RootKey(SecretBox<[u8; KEY_LEN]>);
-redacted_fmt!(RootKey);
+/// Declares a 256-bit key type: a page-locked, zeroizing box with a redacted `Debug` and
+/// `Display`, made fresh from the CSPRNG or from the caller's bytes, and read only through
+/// `expose_secret`.
+macro_rules! key_type {
+    ($(#[$doc:meta])* $ty:ident, $what:literal, expose: $expose:literal) => {
+        $(#[$doc])*
+        pub struct $ty(SecretBox<[u8; KEY_LEN]>);
+        redacted_fmt!($ty);
+
+        impl $ty {
+            #[doc = concat!("Makes a fresh ", $what, " from the OS CSPRNG.")]
+            pub fn generate() -> Result<Self, CryptoError> {
+                random_key().map(Self)
+            }
+
+            /// Takes ownership of key bytes, zeroizing the caller's copy.
+            pub fn from_bytes(bytes: &mut [u8; KEY_LEN]) -> Self {
+                Self(key_from(bytes))
+            }
+
+            #[doc = $expose]
+            pub fn expose_secret(&self) -> &[u8; KEY_LEN] {
+                self.0.expose_secret()
+            }
+        }
+    };
+}
+
+key_type!(
+    /// The 256-bit root key: it wraps every data key and exists only in memory.
+    RootKey,
+    "root key",
+    expose: "The raw key bytes, for the few functions that must compute with them."
+);
 
 impl RootKey {
-    /// Makes a fresh root key from the OS CSPRNG.
-    pub fn generate() -> Result<Self, CryptoError> {
-        random_key().map(Self)
-    }
-
-    /// Takes ownership of key bytes, zeroizing the caller's copy.
-    pub fn from_bytes(bytes: &mut [u8; KEY_LEN]) -> Self {
-        Self(key_from(bytes))
-    }
-
-    /// The raw key bytes, for the few functions that must compute with them.
-    pub fn expose_secret(&self) -> &[u8; KEY_LEN] {
-        self.0.expose_secret()
-    }
-
     /// Constant-time equality, for checking a recombined key against an expected one.
     pub fn ct_eq(&self, other: &RootKey) -> bool {
         subtle::ConstantTimeEq::ct_eq(&self.0.expose_secret()[..], &other.0.expose_secret()[..])
@@ -115,26 +131,12 @@ impl RootKey {
     }
 }
 
-/// A 256-bit data-encryption key (one keyring term), stored only wrapped by the root key.
-pub struct DataKey(SecretBox<[u8; KEY_LEN]>);
-redacted_fmt!(DataKey);
-
-impl DataKey {
-    /// Makes a fresh data key from the OS CSPRNG.
-    pub fn generate() -> Result<Self, CryptoError> {
-        random_key().map(Self)
-    }
-
-    /// Takes ownership of key bytes, zeroizing the caller's copy.
-    pub fn from_bytes(bytes: &mut [u8; KEY_LEN]) -> Self {
-        Self(key_from(bytes))
-    }
-
-    /// The raw key bytes, for the AEAD.
-    pub fn expose_secret(&self) -> &[u8; KEY_LEN] {
-        self.0.expose_secret()
-    }
-}
+key_type!(
+    /// A 256-bit data-encryption key (one keyring term), stored only wrapped by the root key.
+    DataKey,
+    "data key",
+    expose: "The raw key bytes, for the AEAD."
+);
 
 /// One Shamir share of the root key, as a Keeper holds it: a 1-based index and a 32-byte
 /// big-endian P-256 scalar (SPIKE Go's share format).
