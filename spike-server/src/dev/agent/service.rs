@@ -101,6 +101,43 @@ impl WorkloadApi {
     }
 }
 
+impl WorkloadApi {
+    /// A response stream of one message made from `source`'s current value, then one more each
+    /// time its `generation` changes; it ends when the agent shuts down or `source`'s sender is
+    /// gone (or when the client hangs up and drops it).
+    fn on_every_generation<S, T>(
+        &self,
+        source: watch::Receiver<Arc<S>>,
+        generation: fn(&S) -> u64,
+        message: impl Fn(&S) -> T + Clone + Send + 'static,
+    ) -> ResponseStream<T>
+    where
+        S: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let shutdown = self.shared.shutdown.clone();
+        Box::pin(futures::stream::unfold(
+            (source, shutdown, None::<u64>),
+            move |(mut source, mut shutdown, sent)| {
+                let message = message.clone();
+                async move {
+                    loop {
+                        let current = Arc::clone(&source.borrow_and_update());
+                        if sent != Some(generation(&current)) {
+                            let next = (source, shutdown, Some(generation(&current)));
+                            return Some((Ok(message(&current)), next));
+                        }
+                        tokio::select! {
+                            changed = source.changed() => if changed.is_err() { return None },
+                            () = until_shutdown(&mut shutdown) => return None,
+                        }
+                    }
+                }
+            },
+        ))
+    }
+}
+
 /// Ends when the agent shuts down, so graceful shutdown is not held up by open streams.
 async fn until_shutdown(shutdown: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which is also a shutdown.
@@ -119,33 +156,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let entries = self.attest(&request)?;
         let this = self.clone();
-        let state = self.shared.state.clone();
-        let shutdown = self.shared.shutdown.clone();
         // One message now, then one per rotation, until the client hangs up or we stop.
-        let stream = futures::stream::unfold(
-            (state, shutdown, None::<u64>),
-            move |(mut state, mut shutdown, sent)| {
-                let this = this.clone();
-                let entries = entries.clone();
-                async move {
-                    loop {
-                        let snapshot = Arc::clone(&state.borrow_and_update());
-                        if sent != Some(snapshot.generation) {
-                            let message = this.x509_response(&entries, &snapshot);
-                            return Some((
-                                Ok(message),
-                                (state, shutdown, Some(snapshot.generation)),
-                            ));
-                        }
-                        tokio::select! {
-                            changed = state.changed() => if changed.is_err() { return None },
-                            () = until_shutdown(&mut shutdown) => return None,
-                        }
-                    }
-                }
-            },
-        );
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(self.on_every_generation(
+            self.shared.state.clone(),
+            |snapshot| snapshot.generation,
+            move |snapshot| this.x509_response(&entries, snapshot),
+        )))
     }
 
     async fn fetch_x509_bundles(
@@ -224,32 +240,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         self.attest(&request)?;
-        let keys = self.shared.jwt.clone();
-        let shutdown = self.shared.shutdown.clone();
         // One message now, then one per key change (rotation, a retired key leaving), until
         // the client hangs up or we stop.
-        let stream = futures::stream::unfold(
-            (keys, shutdown, None::<u64>),
-            move |(mut keys, mut shutdown, sent)| async move {
-                loop {
-                    let current = Arc::clone(&keys.borrow_and_update());
-                    if sent != Some(current.generation) {
-                        let message = JwtBundlesResponse {
-                            bundles: HashMap::from([(
-                                current.trust_domain().id_string(),
-                                current.jwks(),
-                            )]),
-                        };
-                        return Some((Ok(message), (keys, shutdown, Some(current.generation))));
-                    }
-                    tokio::select! {
-                        changed = keys.changed() => if changed.is_err() { return None },
-                        () = until_shutdown(&mut shutdown) => return None,
-                    }
-                }
+        Ok(Response::new(self.on_every_generation(
+            self.shared.jwt.clone(),
+            |keys| keys.generation,
+            |keys| JwtBundlesResponse {
+                bundles: HashMap::from([(keys.trust_domain().id_string(), keys.jwks())]),
             },
-        );
-        Ok(Response::new(Box::pin(stream)))
+        )))
     }
 
     async fn validate_jwtsvid(
