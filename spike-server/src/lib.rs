@@ -66,5 +66,6 @@ pub mod listener;
 pub mod logging;
 pub mod nexus;
 pub mod postgres;
+pub mod process;
 pub mod shutdown;
 pub mod tls;

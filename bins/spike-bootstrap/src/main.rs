@@ -37,12 +37,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match spike_server::process::runtime("spike-bootstrap") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("spike-bootstrap: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(spike_server::bootstrap::run_from_env(config)) {
         Ok(BootstrapOutcome::Bootstrapped { keepers }) => {

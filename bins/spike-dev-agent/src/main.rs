@@ -66,20 +66,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("spike-dev-agent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("spike-dev-agent: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    spike_server::process::run_main("spike-dev-agent", run(cli))
 }
 
 async fn run(cli: Cli) -> Result<(), DevAgentError> {

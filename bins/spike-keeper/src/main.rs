@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use spike_server::keeper::{KeeperArgs, KeeperConfig};
+use spike_server::process::run_main;
 
 /// SPIKE Keeper: keeps one shard of Nexus's root key in memory, so Nexus restarts unattended.
 #[derive(Debug, Parser)]
@@ -21,22 +22,8 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     spike_server::logging::init(cli.log_level.as_deref());
-    let config = match KeeperConfig::try_from(cli.keeper) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("spike-keeper: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("spike-keeper: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(spike_server::keeper::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match KeeperConfig::try_from(cli.keeper) {
+        Ok(config) => run_main("spike-keeper", spike_server::keeper::run(config)),
         Err(e) => {
             eprintln!("spike-keeper: {e}");
             ExitCode::FAILURE

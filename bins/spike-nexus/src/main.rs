@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use spike_server::nexus::{NexusArgs, NexusConfig};
+use spike_server::process::run_main;
 
 /// SPIKE Nexus: secrets, policies and encryption as a service over SPIFFE mTLS.
 #[derive(Debug, Parser)]
@@ -57,28 +58,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => {
-            let config = match NexusConfig::try_from(cli.nexus) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("spike-nexus: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("spike-nexus: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(spike_server::nexus::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("spike-nexus: {e}");
-                    ExitCode::FAILURE
-                }
+        None => match NexusConfig::try_from(cli.nexus) {
+            Ok(config) => run_main("spike-nexus", spike_server::nexus::run(config)),
+            Err(e) => {
+                eprintln!("spike-nexus: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }
