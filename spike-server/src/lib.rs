@@ -7,7 +7,7 @@
 //! - [`nexus`]: the secret store, SPIKE's v1 REST API over SPIFFE mTLS;
 //! - [`keeper`] and [`bootstrap`]: holding and first dealing the root key's Shamir shares;
 //! - [`dev::agent`]: a real SPIFFE Workload API server for development and tests;
-//! - [`tls`], [`listener`], [`audit`], [`limits`]: the pieces the daemons share.
+//! - [`tls`], [`listener`], [`audit`], [`limits`], [`process`]: the pieces the daemons share.
 //!
 //! # Example
 //!
