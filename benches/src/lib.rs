@@ -4,15 +4,16 @@
 //! - [`flags`]: the few `--name value` flags the runners take (no CLI framework needed);
 //! - [`latency`]: percentiles of recorded request latencies;
 //! - [`procfs`]: open descriptors, RSS and limits of a process, disk use of a directory;
-//! - [`system`]: a real system to measure — dev Workload API agent, Keepers and Bootstrap in
-//!   this process, `spike-nexus` as a separate process on 127.0.0.1.
+//! - [`cluster`]: the real system to measure — `spike-e2e`'s [`spike_e2e::Cluster`] (Nexus,
+//!   Keepers and Bootstrap as processes on 127.0.0.1, the dev agent in this process), the one
+//!   process harness of tests and benchmarks, set up for measuring.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod flags;
 pub mod latency;
 pub mod procfs;
-pub mod system;
 
 /// Deterministic payload of `len` bytes, so runs are comparable.
 pub fn payload(len: usize) -> Vec<u8> {
@@ -39,6 +40,12 @@ impl std::fmt::Display for BenchError {
 }
 
 impl std::error::Error for BenchError {}
+
+impl From<spike_e2e::HarnessError> for BenchError {
+    fn from(e: spike_e2e::HarnessError) -> Self {
+        Self(e.0)
+    }
+}
 
 /// Result of benchmark helpers.
 pub type Result<T> = std::result::Result<T, BenchError>;

@@ -3,16 +3,20 @@
 //! plain reference model.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Wake, Waker};
 
 use spike_core::crypto::aead;
 use spike_core::error::{CryptoError, Error, StoreError};
 use spike_core::path::SecretPath;
 use spike_core::secret::{RootKey, SecretValues};
 use spike_core::store::{
-    Backend, ManualClock, MemoryBackend, PutOptions, SecretStore, SecretStoreConfig, Vault, keys,
-    stored_key_check_value,
+    Backend, Batch, Commit, ManualClock, MemoryBackend, PutOptions, ReadFuture, SecretStore,
+    SecretStoreConfig, Vault, keys, stored_key_check_value,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -95,6 +99,7 @@ macro_rules! mount_suite {
             replicas_sharing_a_backend_read_each_others_terms_and_rotate_without_losing_one,
             errors_and_debug_output_never_contain_secret_values,
             reads_see_other_writers_and_restored_records_despite_the_opened_metadata_cache,
+            async_gets_wait_only_on_async_reads_and_answer_and_refuse_as_sync_gets,
         );
     };
     (@ $fixture:ty; $($name:ident),* $(,)?) => {
@@ -752,6 +757,139 @@ fn reads_see_other_writers_and_restored_records_despite_the_opened_metadata_cach
     let stranger =
         SecretStore::new(fx.backend(), Arc::new(spike_core::crypto::Keyring::generate().unwrap()));
     assert!(matches!(stranger.get(&path("c"), None), Err(StoreError::Corrupt(_))));
+}
+
+/// A backend whose async reads really wait (pending once, woken, then answered), counting its
+/// synchronous and asynchronous reads, to show what an async GET reads through.
+#[derive(Debug)]
+struct Yielding {
+    inner: Arc<dyn Backend>,
+    sync_reads: AtomicUsize,
+    async_reads: AtomicUsize,
+}
+
+impl Yielding {
+    /// Reads since the last call: (synchronous, asynchronous).
+    fn take(&self) -> (usize, usize) {
+        (self.sync_reads.swap(0, Relaxed), self.async_reads.swap(0, Relaxed))
+    }
+}
+
+impl Backend for Yielding {
+    fn name(&self) -> &'static str {
+        "yielding"
+    }
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.sync_reads.fetch_add(1, Relaxed);
+        self.inner.get(key)
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.sync_reads.fetch_add(1, Relaxed);
+        self.inner.get_many(keys)
+    }
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> ReadFuture<'a> {
+        self.async_reads.fetch_add(1, Relaxed);
+        Box::pin(async move {
+            let mut polled = false;
+            std::future::poll_fn(|cx| {
+                if std::mem::replace(&mut polled, true) {
+                    Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await;
+            self.inner.get_many(keys)
+        })
+    }
+    fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.scan_prefix(prefix)
+    }
+    fn commit(&self, batch: &Batch) -> Result<Commit, StoreError> {
+        self.inner.commit(batch)
+    }
+}
+
+/// Runs `work` on this thread to completion, parking while it is pending.
+fn block_on<T>(work: impl Future<Output = T>) -> T {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut work = std::pin::pin!(work);
+    loop {
+        if let Poll::Ready(out) = work.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// The async GET (what Nexus runs on PostgreSQL) reads only through `get_many_async`, even
+/// when it must learn another replica's keyring term or follow another replica's write, and
+/// gives the sync GET's answers, refusals of tampered and moved records included.
+fn async_gets_wait_only_on_async_reads_and_answer_and_refuse_as_sync_gets<F: Fixture>() {
+    let fx = F::new();
+    let y = Arc::new(Yielding {
+        inner: fx.backend(),
+        sync_reads: AtomicUsize::new(0),
+        async_reads: AtomicUsize::new(0),
+    });
+    // Two replicas, each sealing under a term of its own; b opened first, so a's is new to it.
+    let b = Vault::open(y.clone(), &root(1)).unwrap();
+    let a = Vault::open(y.clone(), &root(1)).unwrap();
+    let get = |p: &str, v: Option<u64>| -> Result<(u64, String), StoreError> {
+        let (version, values) = block_on(b.secrets().get_versioned_async(&path(p), v))?;
+        let sync = b.secrets().get_versioned(&path(p), v).unwrap();
+        assert_eq!((sync.0, sync.1.get("value")), (version, values.get("value")));
+        Ok((version, values.get("value").unwrap_or_default().to_owned()))
+    };
+    let async_only = |(sync, asynchronous): (usize, usize)| {
+        assert_eq!(sync, 0, "an async GET read through a blocking read");
+        assert!(asynchronous > 0);
+    };
+    put(a.secrets(), "x", "one");
+    put(a.secrets(), "x", "two");
+    y.take();
+    // b reads a's metadata, learns a's term from the stored keyring, reads the metadata again
+    // and then the version: four reads, all async.
+    let first = block_on(b.secrets().get_versioned_async(&path("x"), None)).unwrap();
+    assert_eq!((first.0, first.1.get("value")), (2, Some("two")));
+    assert_eq!(y.take(), (0, 4));
+    // Hot: one read for the metadata and the version beside it.
+    let again = block_on(b.secrets().get_versioned_async(&path("x"), Some(1))).unwrap();
+    assert_eq!(again.1.get("value"), Some("one"));
+    assert_eq!(y.take(), (0, 1));
+    // Another replica's write, delete and destroy are followed.
+    put(a.secrets(), "x", "three");
+    y.take();
+    assert_eq!(block_on(b.secrets().get_versioned_async(&path("x"), None)).unwrap().0, 3);
+    async_only(y.take());
+    a.secrets().delete(&path("x"), &[3]).unwrap();
+    a.secrets().destroy(&path("x"), &[1]).unwrap();
+    assert_eq!(get("x", None).unwrap(), (2, "two".into()));
+    assert!(matches!(get("x", Some(3)), Err(StoreError::Deleted)));
+    assert!(matches!(get("x", Some(1)), Err(StoreError::NotFound)));
+    assert!(matches!(get("missing", None), Err(StoreError::NotFound)));
+    // A flipped byte in the version record, then version 2's record moved under version 4.
+    put(a.secrets(), "x", "four");
+    let two = flip(y.as_ref(), &keys::version("x", 2), 20);
+    let corrupt = |v| block_on(b.secrets().get_versioned_async(&path("x"), v));
+    assert!(matches!(corrupt(Some(2)), Err(StoreError::Corrupt(_))));
+    y.put(&keys::version("x", 2), &two).unwrap();
+    assert_eq!(get("x", Some(2)).unwrap(), (2, "two".into()));
+    y.put(&keys::version("x", 4), &two).unwrap();
+    y.take();
+    assert!(matches!(corrupt(None), Err(StoreError::Corrupt(_))));
+    assert!(matches!(corrupt(Some(4)), Err(StoreError::Corrupt(_))));
+    async_only(y.take());
+    // A flipped metadata record is refused too, though b had it opened and cached.
+    flip(y.as_ref(), &keys::metadata("x"), 30);
+    assert!(matches!(corrupt(Some(2)), Err(StoreError::Corrupt(_))));
 }
 
 fn errors_and_debug_output_never_contain_secret_values<F: Fixture>() {

@@ -5,7 +5,11 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use spike_core::crypto::Keyring;
+use spike_core::error::StoreError;
+use spike_core::path::SecretPath;
 use spike_core::store::backend::{Backend, Batch, Commit};
+use spike_core::store::{PutOptions, SecretStore, keys as store_keys};
 use spike_e2e::postgres::PgServer;
 use spike_server::postgres::{PgError, PgTls, PostgresBackend, PostgresSettings};
 
@@ -65,6 +69,60 @@ fn compare_and_swap_prefix_scans_and_the_write_counter_hold_on_a_real_server() {
     // Applied commits advance the counter; conflicts do not.
     let (after, _) = backend.rollback_state().unwrap();
     assert_eq!(after - start, 1 + 1 + 7, "1 race winner, 1 CAS, 7 puts");
+}
+
+/// The read a Nexus GET awaits on its request task (issue 15): on a real server, awaited on a
+/// runtime that is not the backend's, it answers as the blocking read does, and a secret read
+/// through it sees another replica's writes and refuses tampered and moved records. The
+/// runtime is single-threaded: a read that blocked on the backend's runtime would panic.
+#[test]
+fn async_reads_answer_like_blocking_ones_and_secrets_read_through_them_stay_authenticated() {
+    let pg = PgServer::start().unwrap();
+    pg.create_database("kv").unwrap();
+    let open = || Arc::new(PostgresBackend::open(&settings(pg.dsn("kv"), PgTls::Disable)).unwrap());
+    let (here, there) = (open(), open());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    there.put("a", b"1").unwrap();
+    there.put("b", b"").unwrap();
+    let keys = ["a", "missing", "b", "a"];
+    let awaited = rt.block_on(here.get_many_async(&keys)).unwrap();
+    assert_eq!(awaited, [Some(b"1".to_vec()), None, Some(Vec::new()), Some(b"1".to_vec())]);
+    assert_eq!(awaited, here.get_many(&keys).unwrap());
+    assert_eq!(rt.block_on(here.get_many_async(&[])).unwrap(), Vec::<Option<Vec<u8>>>::new());
+
+    // Two replicas' stores over the one database.
+    let ring = Arc::new(Keyring::generate().unwrap());
+    let reader = SecretStore::new(here.clone(), ring.clone());
+    let writer = SecretStore::new(there.clone(), ring);
+    let path = SecretPath::parse("apps/db").unwrap();
+    let get = |version| {
+        let read = rt.block_on(reader.get_versioned_async(&path, version));
+        read.map(|(v, values)| (v, values.get("k").unwrap_or_default().to_owned()))
+    };
+    let put = |v: &str| writer.put(&path, &[("k", v)].into_iter().collect(), &PutOptions::new());
+    assert!(matches!(get(None), Err(StoreError::NotFound)));
+    put("one").unwrap();
+    assert_eq!(get(None).unwrap(), (1, "one".into()));
+    put("two").unwrap();
+    assert_eq!(get(None).unwrap(), (2, "two".into()), "the other replica's write");
+    assert_eq!(get(Some(1)).unwrap(), (1, "one".into()));
+    writer.delete(&path, &[2]).unwrap();
+    assert!(matches!(get(Some(2)), Err(StoreError::Deleted)));
+    assert_eq!(get(None).unwrap(), (1, "one".into()));
+
+    // A flipped byte in the row, then version 1's record under version 2's key.
+    writer.undelete(&path, &[2]).unwrap();
+    assert_eq!(get(None).unwrap(), (2, "two".into()));
+    let key = store_keys::version(path.as_str(), 2);
+    let mut tampered = there.get(&key).unwrap().unwrap();
+    tampered[20] ^= 1;
+    there.put(&key, &tampered).unwrap();
+    assert!(matches!(get(None), Err(StoreError::Corrupt(_))));
+    let first = there.get(&store_keys::version(path.as_str(), 1)).unwrap().unwrap();
+    there.put(&key, &first).unwrap();
+    assert!(matches!(get(Some(2)), Err(StoreError::Corrupt(_))));
+    assert_eq!(get(Some(1)).unwrap(), (1, "one".into()));
 }
 
 #[test]

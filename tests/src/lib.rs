@@ -5,12 +5,15 @@
 //! - **Binaries**: [`binaries`] runs `cargo build -p spike-nexus -p spike-keeper -p
 //!   spike-bootstrap` once per test process, in the profile and target directory of the
 //!   running test, so the processes under test are never stale. Set `SPIKE_E2E_BIN_DIR` to use
-//!   prebuilt binaries instead.
+//!   prebuilt binaries instead, or give a [`ClusterSpec`] its own [`Binaries`].
 //! - **Identity**: a real `spike-dev-agent` (the library, in the test process) serves the
 //!   SPIFFE Workload API on Unix sockets; each process gets its role's socket.
 //! - **Logs**: every process writes to `<temp dir>/logs/<name>.<start>.log`; failures print
 //!   their tails ([`Cluster::logs`]).
 //! - **Bounds**: every wait has a deadline; a [`Cluster`] kills what it started when dropped.
+//!
+//! The load runners of `spike-benches` (`spike-scale`, `spike-soak`) measure Nexus on the same
+//! [`Cluster`]: one process harness for tests and benchmarks.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -20,12 +23,12 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use spike_client::identity::IdentitySource;
 use spike_client::{RetryPolicy, Spike};
-use spike_server::dev::agent::{DevAgent, DevAgentHandle, RegistrationEntry};
+use spike_server::dev::agent::{DEFAULT_SVID_TTL, DevAgent, DevAgentHandle, RegistrationEntry};
 use spike_server::keeper::{self, KeeperClient};
 
 /// What went wrong in the harness, or what the system under test did wrong; the message
@@ -65,6 +68,32 @@ pub struct Binaries {
     pub bootstrap: PathBuf,
 }
 
+impl Binaries {
+    /// The three binaries in `dir`; fails naming the first one missing.
+    pub fn in_dir(dir: &Path) -> Result<Self> {
+        let bins = Self {
+            nexus: executable(dir, "spike-nexus"),
+            keeper: executable(dir, "spike-keeper"),
+            bootstrap: executable(dir, "spike-bootstrap"),
+        };
+        for path in [&bins.nexus, &bins.keeper, &bins.bootstrap] {
+            if !path.is_file() {
+                return fail(format!(
+                    "{} is missing; build it with `cargo build -p spike-nexus -p spike-keeper -p \
+                     spike-bootstrap` (or point SPIKE_E2E_BIN_DIR at it)",
+                    path.display()
+                ));
+            }
+        }
+        Ok(bins)
+    }
+}
+
+/// The path of executable `name` in `dir` (with the platform's suffix).
+pub fn executable(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// The binaries, built once per process (see the crate docs).
 pub fn binaries() -> Result<&'static Binaries> {
     static BINS: OnceLock<std::result::Result<Binaries, String>> = OnceLock::new();
@@ -74,7 +103,6 @@ pub fn binaries() -> Result<&'static Binaries> {
 }
 
 fn locate_and_build() -> Result<Binaries> {
-    let exe = |dir: &Path, name: &str| dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let dir = match std::env::var_os("SPIKE_E2E_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => build_in_current_target(&[
@@ -87,21 +115,7 @@ fn locate_and_build() -> Result<Binaries> {
         ])
         .map_err(|e| HarnessError(format!("{e}, or set SPIKE_E2E_BIN_DIR to prebuilt binaries")))?,
     };
-    let bins = Binaries {
-        nexus: exe(&dir, "spike-nexus"),
-        keeper: exe(&dir, "spike-keeper"),
-        bootstrap: exe(&dir, "spike-bootstrap"),
-    };
-    for path in [&bins.nexus, &bins.keeper, &bins.bootstrap] {
-        if !path.is_file() {
-            return fail(format!(
-                "{} is missing; build it with `cargo build -p spike-nexus -p spike-keeper -p \
-                 spike-bootstrap` (or point SPIKE_E2E_BIN_DIR at it)",
-                path.display()
-            ));
-        }
-    }
-    Ok(bins)
+    Binaries::in_dir(&dir)
 }
 
 /// Runs `cargo build --quiet <args>` for this workspace into the target directory and profile
@@ -159,7 +173,10 @@ pub fn free_port() -> Result<u16> {
 #[derive(Debug)]
 pub struct Proc {
     name: String,
-    child: Child,
+    pid: u32,
+    // Behind a lock so that whether it still runs can be asked through a shared reference
+    // (`Cluster::wait_ready_since` watches Nexus while it polls).
+    child: Mutex<Child>,
     log: PathBuf,
 }
 
@@ -200,30 +217,36 @@ impl Proc {
             .map_err(|e| {
                 HarnessError(format!("cannot start {}: {e}", Path::new(program).display()))
             })?;
-        Ok(Self { name: name.to_owned(), child, log })
+        Ok(Self { name: name.to_owned(), pid: child.id(), child: Mutex::new(child), log })
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The process ID.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// Kills it with SIGKILL (no chance to clean up) and reaps it.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// True while it has not exited.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    pub fn is_running(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        matches!(child.try_wait(), Ok(None))
     }
 
     /// Waits (bounded, polling) until it exits; `None` if it still runs after `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let started = Instant::now();
         while started.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child().try_wait() {
                 return Some(status);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -269,6 +292,10 @@ pub struct ClusterSpec {
     pub nexus_env: BTreeMap<String, String>,
     /// More dev agent identities: (entry name, SPIFFE ID), e.g. a workload for policy tests.
     pub extra_identities: Vec<(String, String)>,
+    /// Lifetime of every X509-SVID the dev agent issues; it re-issues them at half of it.
+    pub svid_ttl: Duration,
+    /// The binaries to run; `None` takes [`binaries`] (built, or `SPIKE_E2E_BIN_DIR`).
+    pub binaries: Option<Binaries>,
 }
 
 impl Default for ClusterSpec {
@@ -281,6 +308,8 @@ impl Default for ClusterSpec {
             log_level: "info".into(),
             nexus_env: BTreeMap::new(),
             extra_identities: Vec::new(),
+            svid_ttl: DEFAULT_SVID_TTL,
+            binaries: None,
         }
     }
 }
@@ -320,7 +349,10 @@ fn go_duration(d: Duration) -> String {
 impl Cluster {
     /// Starts the dev agent (no processes yet).
     pub async fn new(spec: ClusterSpec) -> Result<Self> {
-        let bins = binaries()?.clone();
+        let bins = match &spec.binaries {
+            Some(bins) => bins.clone(),
+            None => binaries()?.clone(),
+        };
         let dir = tempfile::tempdir().map_err(|e| HarnessError(format!("temp dir: {e}")))?;
         std::fs::create_dir_all(dir.path().join("logs"))
             .map_err(|e| HarnessError(format!("logs dir: {e}")))?;
@@ -333,6 +365,7 @@ impl Cluster {
         let agent = DevAgent::builder()
             .socket_dir(dir.path().join("sockets"))
             .entries(extra)
+            .svid_ttl(spec.svid_ttl)
             .build()
             .map_err(|e| HarnessError(format!("dev agent: {e}")))?
             .serve()
@@ -358,8 +391,14 @@ impl Cluster {
         })
     }
 
-    fn agent(&self) -> &DevAgentHandle {
+    /// The dev agent (e.g. for the expiry of the SVIDs it issued, to watch them rotate).
+    pub fn agent(&self) -> &DevAgentHandle {
         &self.agent
+    }
+
+    /// The binaries it runs.
+    pub fn binaries(&self) -> &Binaries {
+        &self.bins
     }
 
     /// The spec it runs with.
@@ -522,7 +561,21 @@ impl Cluster {
 
     /// True while the Nexus process has not exited.
     pub fn nexus_running(&mut self) -> bool {
-        self.nexus.as_mut().is_some_and(Proc::is_running)
+        self.nexus.as_ref().is_some_and(Proc::is_running)
+    }
+
+    /// The process ID of the running Nexus (to read its `/proc` entries).
+    pub fn nexus_pid(&self) -> Option<u32> {
+        self.nexus.as_ref().map(Proc::pid)
+    }
+
+    /// Kills Nexus with SIGKILL, starts it again and waits (up to `limit`) until it is ready
+    /// (root key back from the Keepers, store open); returns the time from just before the
+    /// spawn to ready.
+    pub async fn restart_nexus(&mut self, limit: Duration) -> Result<Duration> {
+        self.kill_nexus();
+        let spawned = self.start_nexus()?;
+        self.wait_ready_since(spawned, limit).await
     }
 
     /// Starts every Keeper and Nexus, runs `spike-bootstrap` (it must succeed and deal a new
@@ -583,11 +636,30 @@ impl Cluster {
     /// Polls `/readyz` every `every` until 200; returns the time waited. Fails after `limit`
     /// with Nexus's last answer and the logs.
     pub async fn wait_ready_every(&self, limit: Duration, every: Duration) -> Result<Duration> {
-        let started = Instant::now();
+        self.poll_ready(Instant::now(), limit, every, false).await
+    }
+
+    /// Polls `/readyz` every 2 ms until 200; returns the time since `since` (e.g. the instant
+    /// [`Cluster::start_nexus`] returned). Fails once `limit` has passed since `since`, or as
+    /// soon as the Nexus process exits, with Nexus's last answer and the logs.
+    pub async fn wait_ready_since(&self, since: Instant, limit: Duration) -> Result<Duration> {
+        self.poll_ready(since, limit, Duration::from_millis(2), true).await
+    }
+
+    async fn poll_ready(
+        &self,
+        since: Instant,
+        limit: Duration,
+        every: Duration,
+        fail_on_exit: bool,
+    ) -> Result<Duration> {
         let mut last = String::from("no answer");
-        while started.elapsed() < limit {
+        while since.elapsed() < limit {
+            if fail_on_exit && !self.nexus.as_ref().is_some_and(Proc::is_running) {
+                return fail(format!("Nexus exited (or was not started)\n{}", self.logs()));
+            }
             match self.readyz().await {
-                Ok((200, _)) => return Ok(started.elapsed()),
+                Ok((200, _)) => return Ok(since.elapsed()),
                 Ok((status, text)) => last = format!("{status}: {}", text.trim()),
                 Err(e) => last = e.0,
             }
@@ -620,11 +692,7 @@ impl Cluster {
 
     /// An SDK client of Nexus as agent entry `name`, without retries.
     pub async fn client(&self, name: &str) -> Result<Spike> {
-        Spike::builder()
-            .identity(self.identity(name).await?)
-            .url(self.nexus_url())
-            .retry(RetryPolicy { attempts: 1, ..RetryPolicy::default() })
-            .build()
+        connect(&self.nexus_url(), &self.identity(name).await?)
             .await
             .map_err(|e| HarnessError(format!("client {name}: {e}")))
     }
@@ -675,6 +743,19 @@ async fn identity(agent: &DevAgentHandle, name: &str) -> Result<IdentitySource> 
     IdentitySource::workload_api(&endpoint, Duration::from_secs(10))
         .await
         .map_err(|e| HarnessError(format!("identity {name}: {e}")))
+}
+
+/// A new SDK client of the Nexus at `url` presenting `source`'s SVID, without retries (a test
+/// or a load runner sees, and counts, every failure): its own connection pool, so its own TLS
+/// connection, opened on first use. Many clients can share one `source`.
+pub async fn connect(url: &str, source: &IdentitySource) -> Result<Spike> {
+    Spike::builder()
+        .identity(source.clone())
+        .url(url)
+        .retry(RetryPolicy { attempts: 1, ..RetryPolicy::default() })
+        .build()
+        .await
+        .map_err(|e| HarnessError(format!("SDK client: {e}")))
 }
 
 /// An mTLS HTTP client presenting `source`'s SVID to a server with SPIFFE ID `server_id`.

@@ -309,7 +309,7 @@ pub fn replica_env(
 pub fn start_replica(cluster: &Cluster, name: &str, port: u16, dsn: &str) -> Result<Replica> {
     let env = replica_env(cluster, name, port, dsn)?;
     let log = cluster.dir().join("logs").join(format!("{name}-{}.log", unique()));
-    let proc = Proc::spawn(name, &crate::binaries()?.nexus, &env, log)?;
+    let proc = Proc::spawn(name, &cluster.binaries().nexus, &env, log)?;
     Ok(Replica { name: name.to_owned(), proc, url: format!("https://127.0.0.1:{port}") })
 }
 

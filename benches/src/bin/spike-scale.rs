@@ -1,9 +1,9 @@
 //! `spike-scale`: Nexus on sled from a thousand to a million secrets — the cost curve of load
 //! rate, memory, restart time, GET latency and disk use, every size measured in the same run.
 //!
-//! Starts a dev agent, three Keepers and Bootstrap in this process and `spike-nexus` (sled) as
-//! its own process, then for each size of `--sizes` in turn (default 1,000, 10,000, 100,000
-//! and 1,000,000):
+//! Starts `spike-nexus` (sled), three `spike-keeper` processes and `spike-bootstrap` on
+//! `spike-e2e`'s `Cluster` (see `spike_benches::cluster`: the dev agent runs in this process),
+//! then for each size of `--sizes` in turn (default 1,000, 10,000, 100,000 and 1,000,000):
 //!
 //! 1. writes secrets up to that size over `--load-clients` mTLS connections (every PUT is on
 //!    disk before it is acknowledged), stopping at `--load-timeout`; records the load rate;
@@ -28,14 +28,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use spike_benches::cluster::{self, nexus_pid};
 use spike_benches::flags::Flags;
 use spike_benches::latency::{Summary, ms};
 use spike_benches::procfs;
-use spike_benches::system::{self, System, SystemSpec};
 use spike_benches::{BenchError, Result, secret_value};
 use spike_client::Spike;
 use spike_client::identity::IdentitySource;
 use spike_core::secret::SecretValues;
+use spike_e2e::{Cluster, connect};
 
 const USAGE: &str = "usage: spike-scale [--quick] [--sizes N,N,...] [--count N] [--value-bytes N]
                    [--load-clients N] [--load-timeout S] [--get-clients N] [--get-secs S]
@@ -108,7 +109,7 @@ async fn load(
     let failed = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let client = system::connect(url, source).await?;
+        let client = connect(url, source).await?;
         let (next, done, failed) = (next.clone(), done.clone(), failed.clone());
         let end = range.end;
         tasks.push(tokio::spawn(async move {
@@ -162,7 +163,7 @@ async fn gets(
 ) -> Result<(Summary, f64)> {
     let mut conns: Vec<Spike> = Vec::with_capacity(clients);
     for _ in 0..clients {
-        conns.push(system::connect(url, source).await?);
+        conns.push(connect(url, source).await?);
     }
     let deadline = Instant::now() + secs;
     let started = Instant::now();
@@ -217,22 +218,22 @@ struct AtSize {
 }
 
 async fn measure(
-    system: &mut System,
+    cluster: &mut Cluster,
     source: &IdentitySource,
     size: u64,
     o: &Opts,
 ) -> Result<AtSize> {
-    let url = system.nexus_url();
+    let url = cluster.nexus_url();
     let rss =
         |pid: Option<u32>| pid.and_then(|p| procfs::sample(p).ok()).map_or(0, |s| s.rss_kib / 1024);
     let mut m = AtSize { secrets: size, ..AtSize::default() };
     m.warm = Some(gets(&url, source, size, o.get_clients, o.get_secs, o.value_bytes).await?);
-    m.rss_before_restart_mib = rss(system.nexus_pid());
-    m.restart = system.restart_nexus(READY_LIMIT).await?;
-    m.rss_after_restart_mib = rss(system.nexus_pid());
+    m.rss_before_restart_mib = rss(cluster.nexus_pid());
+    m.restart = cluster.restart_nexus(READY_LIMIT).await?;
+    m.rss_after_restart_mib = rss(cluster.nexus_pid());
     m.cold = Some(gets(&url, source, size, o.get_clients, o.get_secs, o.value_bytes).await?);
-    m.rss_after_gets_mib = rss(system.nexus_pid());
-    let data = system.data_dir();
+    m.rss_after_gets_mib = rss(cluster.nexus_pid());
+    let data = cluster.nexus_data_dir();
     let du = |p: std::path::PathBuf| procfs::disk_usage(&p).unwrap_or(0);
     m.disk_total = du(data.clone());
     m.disk_sled = du(data.join("sled"));
@@ -269,15 +270,13 @@ fn print_size(m: &AtSize) {
 
 async fn run(o: Opts) -> Result<bool> {
     println!("spike-scale: {o:?}");
-    let mut spec = SystemSpec::default();
+    let mut spec = cluster::spec()?;
     if let Some(mib) = o.sled_cache_mib {
-        spec.nexus_env.push(("SPIKE_NEXUS_SLED_CACHE_MIB".into(), mib.to_string()));
+        spec.nexus_env.insert("SPIKE_NEXUS_SLED_CACHE_MIB".into(), mib.to_string());
     }
-    let mut system = System::start(spec).await?;
-    let source = system.identity("pilot-superuser").await?;
-    let url = system.nexus_url();
-    let pid =
-        |s: &System| s.nexus_pid().ok_or_else(|| BenchError("spike-nexus is not running".into()));
+    let mut cluster = cluster::start(spec).await?;
+    let source = cluster.identity("pilot-superuser").await?;
+    let url = cluster.nexus_url();
 
     let mut rows: Vec<AtSize> = Vec::new();
     let mut loaded = 0;
@@ -293,12 +292,12 @@ async fn run(o: Opts) -> Result<bool> {
             o.load_clients,
             o.value_bytes,
             deadline,
-            pid(&system)?,
+            nexus_pid(&cluster)?,
         )
         .await?;
         let took = started.elapsed();
         let rate = (size - loaded) as f64 / took.as_secs_f64();
-        let rss_loaded = procfs::sample(pid(&system)?).map_or(0, |s| s.rss_kib / 1024);
+        let rss_loaded = procfs::sample(nexus_pid(&cluster)?).map_or(0, |s| s.rss_kib / 1024);
         println!(
             "loaded {} secrets ({} bytes each) in {:.1} s: {rate:.0} PUT/s; Nexus RSS {rss_loaded} MiB",
             size - loaded,
@@ -306,7 +305,7 @@ async fn run(o: Opts) -> Result<bool> {
             took.as_secs_f64()
         );
         loaded = size;
-        let mut m = measure(&mut system, &source, size, &o).await?;
+        let mut m = measure(&mut cluster, &source, size, &o).await?;
         m.load_rate = rate;
         m.rss_loaded_mib = rss_loaded;
         rows.push(m);
@@ -351,6 +350,5 @@ async fn run(o: Opts) -> Result<bool> {
         );
     }
     println!("\n{}", if reached { "PASS" } else { "FAIL" });
-    system.shutdown().await;
     Ok(reached)
 }

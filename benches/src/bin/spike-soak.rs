@@ -1,8 +1,9 @@
 //! `spike-soak`: a thousand concurrent mTLS clients against one `spike-nexus` process while
 //! every SVID rotates every few seconds.
 //!
-//! Starts a dev agent issuing short-lived SVIDs (`--svid-ttl`, re-issued at half-life), three
-//! Keepers and Bootstrap in this process and `spike-nexus` (sled) as its own process. Each
+//! Starts `spike-nexus` (sled), three `spike-keeper` processes and `spike-bootstrap` on
+//! `spike-e2e`'s `Cluster` (see `spike_benches::cluster`), its dev agent (in this process)
+//! issuing short-lived SVIDs (`--svid-ttl`, re-issued at half-life) to all of them. Each
 //! client is a separate SDK client, so a separate TLS connection; clients reconnect (a full
 //! handshake with the then-current SVIDs) every `--reconnect-secs`, staggered. The mix is GETs
 //! of `--secrets` seeded secrets (values checked) and every `--put-every`-th request a PUT.
@@ -28,14 +29,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use spike_benches::cluster::{self, nexus_pid};
 use spike_benches::flags::Flags;
 use spike_benches::latency::{Summary, ms};
 use spike_benches::procfs::{self, ProcSample};
-use spike_benches::system::{self, System, SystemSpec};
 use spike_benches::{BenchError, Result, secret_value};
 use spike_client::Spike;
 use spike_client::identity::IdentitySource;
 use spike_core::secret::SecretValues;
+use spike_e2e::connect;
 
 const USAGE: &str = "usage: spike-soak [--quick] [--clients N] [--secs S] [--baseline-secs S]
                   [--svid-ttl S] [--reconnect-secs S] [--put-every N] [--secrets N]
@@ -163,7 +165,7 @@ async fn client_loop(
         if let (Some(at), Some(period)) = (next_reconnect, cfg.reconnect)
             && Instant::now() >= at
         {
-            match system::connect(&cfg.url, &cfg.source).await {
+            match connect(&cfg.url, &cfg.source).await {
                 Ok(c) => client = c,
                 Err(e) => shared.failed(format!("reconnect: {e}")),
             }
@@ -244,7 +246,7 @@ async fn connected_clients(
 ) -> Result<Vec<Spike>> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        clients.push(system::connect(url, source).await?);
+        clients.push(connect(url, source).await?);
     }
     // In batches, so the handshakes do not all land in Nexus's accept backlog at once.
     for (b, batch) in clients.chunks(100).enumerate() {
@@ -266,17 +268,17 @@ async fn connected_clients(
 /// Counts SVID changes until `deadline`: new SVIDs issued by the agent (Nexus's entry) and new
 /// SVIDs the clients' shared identity source received over its Workload API stream.
 async fn watch_rotations(
-    system_agent_not_after: impl Fn() -> Option<SystemTime>,
+    agent_not_after: impl Fn() -> Option<SystemTime>,
     source: IdentitySource,
     deadline: Instant,
 ) -> (u64, u64) {
     let leaf = |s: &IdentitySource| s.current().ok().and_then(|i| i.cert_chain().first().cloned());
     let (mut issued, mut received) = (0, 0);
-    let mut last_not_after = system_agent_not_after();
+    let mut last_not_after = agent_not_after();
     let mut last_leaf = leaf(&source);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let not_after = system_agent_not_after();
+        let not_after = agent_not_after();
         if not_after != last_not_after {
             issued += 1;
             last_not_after = not_after;
@@ -339,9 +341,9 @@ async fn run(opts: Opts) -> Result<bool> {
         )));
     }
     println!("spike-soak: {opts:?}");
-    let spec = SystemSpec { svid_ttl: opts.svid_ttl, ..SystemSpec::default() };
-    let system = System::start(spec).await?;
-    let pid = system.nexus_pid().ok_or_else(|| BenchError("spike-nexus is not running".into()))?;
+    let spec = spike_e2e::ClusterSpec { svid_ttl: opts.svid_ttl, ..cluster::spec()? };
+    let cluster = cluster::start(spec).await?;
+    let pid = nexus_pid(&cluster)?;
     if let Some(limit) = procfs::open_files_limit(Some(pid))
         .map_err(|e| BenchError(format!("reading Nexus's limits: {e}")))?
         && limit < needed
@@ -350,9 +352,9 @@ async fn run(opts: Opts) -> Result<bool> {
             "spike-nexus may open only {limit} files; {needed} are needed (raise `ulimit -n`)"
         )));
     }
-    let url = system.nexus_url();
-    let source = system.identity("pilot-superuser").await?;
-    let seeder = system.client(&source).await?;
+    let url = cluster.nexus_url();
+    let source = cluster.identity("pilot-superuser").await?;
+    let seeder = connect(&url, &source).await?;
     for k in 0..opts.secrets {
         let v: SecretValues = [("v", secret_value(k, opts.value_bytes))].into_iter().collect();
         seeder
@@ -360,7 +362,7 @@ async fn run(opts: Opts) -> Result<bool> {
             .await
             .map_err(|e| BenchError(format!("seeding: {e}")))?;
     }
-    let first_expiry = system.agent().svid_not_after("nexus");
+    let first_expiry = cluster.agent().svid_not_after("nexus");
     let phase = |deadline: Instant, reconnect: Option<Duration>, clients: usize| PhaseConfig {
         url: url.clone(),
         source: source.clone(),
@@ -396,7 +398,7 @@ async fn run(opts: Opts) -> Result<bool> {
     let shared = Arc::new(Shared::default());
     let (soak, (issued, received), samples) = tokio::join!(
         run_phase("soak (reconnecting, rotating SVIDs)", clients, cfg, shared.clone()),
-        watch_rotations(|| system.agent().svid_not_after("nexus"), source.clone(), deadline),
+        watch_rotations(|| cluster.agent().svid_not_after("nexus"), source.clone(), deadline),
         sample_nexus(pid, || shared.completed.load(Ordering::Relaxed), deadline),
     );
     let soak = soak?;
@@ -474,12 +476,11 @@ async fn run(opts: Opts) -> Result<bool> {
     }
     if !nexus_alive {
         ok = false;
-        println!("spike-nexus is gone\n{}", system.nexus_log_tail(30));
+        println!("spike-nexus is gone\n{}", cluster.logs());
     }
     if issued == 0 || received == 0 {
         println!("note: no SVID rotation happened during the run; shorten --svid-ttl");
     }
     println!("\n{}", if ok { "PASS" } else { "FAIL" });
-    system.shutdown().await;
     Ok(ok)
 }

@@ -14,8 +14,15 @@
 //! provided in terms of it.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::error::StoreError;
+
+/// The answer of [`Backend::get_many_async`]: a boxed future, so [`Backend`] stays usable as
+/// `dyn Backend`.
+pub type ReadFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Option<Vec<u8>>>, StoreError>> + Send + 'a>>;
 
 /// A ciphertext-only key-value store under the versioned secret model.
 ///
@@ -40,6 +47,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// first, so without a snapshot it sees what two successive `get`s would have shown.
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         keys.iter().map(|key| self.get(key)).collect()
+    }
+
+    /// [`Backend::get_many`] for a caller on an async runtime: the same answer (and the same
+    /// snapshot promise), as a future.
+    ///
+    /// The provided implementation calls [`Backend::get_many`] when first polled, on the
+    /// polling thread: right for a backend whose reads never wait on the network (memory, sled:
+    /// a lookup in memory or the page cache). A backend whose reads do wait (PostgreSQL)
+    /// overrides it with a read that yields while the database answers, so a server can read
+    /// from its request task instead of handing every read to a blocking thread and back.
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> ReadFuture<'a> {
+        Box::pin(async move { self.get_many(keys) })
     }
 
     /// Every key starting with `prefix`, with its value, in ascending byte order of the keys.

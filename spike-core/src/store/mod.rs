@@ -35,6 +35,7 @@
 pub mod backend;
 pub mod memory;
 pub mod policies;
+mod reads;
 #[cfg(feature = "sled")]
 pub mod sled;
 pub mod vault;
@@ -42,7 +43,7 @@ pub mod versioned;
 
 use std::sync::{Arc, RwLock};
 
-pub use backend::{Backend, Batch, Commit};
+pub use backend::{Backend, Batch, Commit, ReadFuture};
 pub use memory::MemoryBackend;
 pub use policies::PolicyStore;
 #[cfg(feature = "sled")]
@@ -57,6 +58,7 @@ pub use versioned::{
 
 use crate::crypto::{Keyring, RecordKind};
 use crate::error::StoreError;
+use reads::{Reads, Wait};
 
 /// The backend key names (see the table in the [module docs](self)), public so tools and tests
 /// can find a record's ciphertext.
@@ -219,6 +221,11 @@ impl SharedKeyring {
     /// learnt from the stored keyring (written by another replica). Anything else, including
     /// a stored keyring that does not open, is false: the caller reports its error.
     pub fn learn_after(&self, ring: &Keyring, e: &StoreError) -> bool {
+        reads::complete(async { Ok(self.learn(ring, e, Wait::Blocking).await) }).unwrap_or(false)
+    }
+
+    /// [`SharedKeyring::learn_after`], reading the stored keyring as `wait` says.
+    pub(crate) async fn learn(&self, ring: &Keyring, e: &StoreError, wait: Wait) -> bool {
         let StoreError::Corrupt(crate::error::CryptoError::UnknownTerm(term)) = e else {
             return false;
         };
@@ -229,7 +236,7 @@ impl SharedKeyring {
         let Some(source) = &self.source else {
             return false;
         };
-        let Ok(Some(wrapped)) = source.backend.get(keys::KEYRING) else {
+        let Ok(Some(wrapped)) = Reads::new(&*source.backend, wait).get(keys::KEYRING).await else {
             return false;
         };
         let kek = source.kek.read().unwrap_or_else(|p| p.into_inner());

@@ -64,6 +64,11 @@
 //! stale value. The version record is opened and checked (AAD, instance) exactly as without
 //! the guess, and a cache miss, or cached metadata that already makes the answer an error, reads
 //! the metadata alone first.
+//!
+//! [`SecretStore::get_versioned_async`] is the same read for a server's request task: the one
+//! read logic (written over `super::reads`) awaits each backend read through
+//! [`Backend::get_many_async`] instead of holding the thread, so on PostgreSQL a GET needs no
+//! blocking thread; every check above runs exactly as in [`SecretStore::get_versioned`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -77,6 +82,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::backend::{Backend, Batch, Commit};
+use super::reads::{self, Reads, Wait};
 use super::{SharedKeyring, keys, open_record, seal_record};
 use crate::crypto::{Keyring, RecordKind};
 use crate::error::{CryptoError, StoreError};
@@ -587,17 +593,40 @@ impl SecretStore {
         path: &SecretPath,
         version: Option<u64>,
     ) -> Result<(u64, SecretValues), StoreError> {
-        let path = path.as_str();
+        reads::complete(self.read(path.as_str(), version, Wait::Blocking))
+    }
+
+    /// [`SecretStore::get_versioned`] for a caller on an async runtime: the same reads, checks
+    /// and answers, each backend read awaited through [`Backend::get_many_async`] instead of
+    /// holding the calling thread (on PostgreSQL, a GET then needs no blocking thread).
+    pub async fn get_versioned_async(
+        &self,
+        path: &SecretPath,
+        version: Option<u64>,
+    ) -> Result<(u64, SecretValues), StoreError> {
+        self.read(path.as_str(), version, Wait::Async).await
+    }
+
+    /// The read behind [`SecretStore::get_versioned`] and its async twin, written once (see
+    /// [`super::reads`]).
+    async fn read(
+        &self,
+        path: &str,
+        version: Option<u64>,
+        wait: Wait,
+    ) -> Result<(u64, SecretValues), StoreError> {
+        let reads = Reads::new(&*self.backend, wait);
         for _ in 0..3 {
             let ring = self.keyring.current();
-            let result = self.try_get(&ring, path, version);
-            match result {
+            let e = match self.try_get(reads, &ring, path, version).await {
                 Ok(Some(found)) => return Ok(found),
                 // The record vanished between reading the metadata and reading it (a
                 // concurrent destroy or prune): look at the metadata again.
                 Ok(None) => continue,
-                Err(e) if self.keyring_moved(&ring, &e) => continue,
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            if !self.keyring.learn(&ring, &e, wait).await {
+                return Err(e);
             }
         }
         Err(StoreError::Corrupt(CryptoError::Malformed(
@@ -613,8 +642,9 @@ impl SecretStore {
     /// it makes the answer is read in the same backend call as the metadata record (see the
     /// [module docs](self) on reads); otherwise, or when the cached metadata already makes the
     /// answer an error, the metadata record is read alone first.
-    fn try_get(
+    async fn try_get(
         &self,
+        reads: Reads<'_>,
         ring: &Arc<Keyring>,
         path: &str,
         version: Option<u64>,
@@ -626,19 +656,10 @@ impl SecretStore {
         });
         let (raw, read_beside) = match guess {
             Some(v) => {
-                let version_key = keys::version(path, v);
-                let both = self.backend.get_many(&[&meta_key, &version_key])?;
-                let [raw, record]: [Option<Vec<u8>>; 2] =
-                    both.try_into().map_err(|got: Vec<_>| {
-                        StoreError::Backend(format!(
-                            "the {} backend answered {} values for 2 keys; this is a backend bug",
-                            self.backend.name(),
-                            got.len()
-                        ))
-                    })?;
+                let [raw, record] = reads.many(&[&meta_key, &keys::version(path, v)]).await?;
                 (raw, Some((v, record)))
             }
-            None => (self.backend.get(&meta_key)?, None),
+            None => (reads.get(&meta_key).await?, None),
         };
         let raw = raw.ok_or(StoreError::NotFound)?;
         // Byte-for-byte the cached record (the usual case): no open, and the version guessed
@@ -653,7 +674,7 @@ impl SecretStore {
         // else (no guess, or a write moved the answer elsewhere) a second read.
         let record = match read_beside {
             Some((v, record)) if v == version => record,
-            _ => self.backend.get(&keys::version(path, version))?,
+            _ => reads.get(&keys::version(path, version)).await?,
         };
         let Some(record) = record else {
             return Ok(None);

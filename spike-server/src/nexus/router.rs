@@ -6,7 +6,9 @@
 //! 3. per-caller rate limit (429; spike-rs hardening);
 //! 4. route = exact path + `action` query, POST only; anything else is SPIKE's 400 fallback;
 //! 5. until the root key is present, every route but recover/restore answers 503;
-//! 6. the handler runs on a blocking thread (the store may wait for a disk flush);
+//! 6. a handler that may wait (a write's disk flush, recombining shards, any store access on
+//!    PostgreSQL) runs on a blocking thread, the rest inline; a secret GET on PostgreSQL awaits
+//!    its one database read on the request's own task instead (no thread hand-off);
 //! 7. the audit line is written before the response leaves; if it cannot be, the answer is
 //!    500 (fail-closed). Repeated refusals from one caller are summarised per interval (see
 //!    [`crate::audit`]); a periodic tick ([`spawn_audit_flusher`]) writes the summaries.
@@ -168,6 +170,14 @@ async fn dispatch(
             .headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes() == b"application/octet-stream");
+        if matches!(route, Route::SecretGet) && state.reads_block() {
+            // Issue 15: a GET on PostgreSQL went request task -> blocking thread -> the
+            // driver's connection task and back; most of Nexus's time was those hand-offs.
+            let ctx = Ctx { state: &state, caller: &caller, body: &bytes, octet_stream };
+            if let Some(reply) = handlers::secrets::get_async(&ctx).await {
+                break 'reply reply;
+            }
+        }
         if state.reads_block() || may_block(route) {
             let state2 = state.clone();
             let caller2 = caller.clone();

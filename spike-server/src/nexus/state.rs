@@ -96,6 +96,21 @@ impl Unsealed {
         self.policies.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The compiled policies, if getting them needs no store read: no check against the stored
+    /// policy generation is due or running (see [`Unsealed::policies`]). `None` otherwise: the
+    /// caller, an async task that must not wait on the store, calls `policies` on a blocking
+    /// thread instead (with a shared backend, about once per refresh interval).
+    pub fn policies_if_fresh(&self) -> Option<Arc<PolicySet>> {
+        if let Some(refresh) = self.policy_refresh {
+            // Held by a check that is reading the store: that is not fresh yet either.
+            let checked = self.policy_checked.try_lock().ok()?;
+            if checked.0.elapsed() >= refresh {
+                return None;
+            }
+        }
+        Some(self.policies.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
     fn refresh_policies_if_stale(&self, refresh: Duration) -> Result<(), spike_core::Error> {
         let mut checked = self.policy_checked.lock().unwrap_or_else(|p| p.into_inner());
         if checked.0.elapsed() < refresh {

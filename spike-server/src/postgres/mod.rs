@@ -32,7 +32,9 @@
 //! # Driver, runtime and round trips
 //! The asynchronous driver (`tokio-postgres`) runs each connection's I/O as a task on Nexus's
 //! own runtime; the synchronous [`Backend`] methods, which Nexus calls on blocking threads,
-//! wait for it there. Every statement is prepared once per connection (pipelined, when the
+//! wait for it there. [`Backend::get_many_async`] is the same read awaited on the caller's
+//! task, so a secret GET (see `SecretStore::get_versioned_async`) goes from its request task
+//! to the connection's I/O task and back, without a blocking thread in between. Every statement is prepared once per connection (pipelined, when the
 //! connection opens), so a [`Backend::get`] is one round trip, and so is a
 //! [`Backend::get_many`] (one `key = ANY($1)` statement, hence one snapshot: the versioned store
 //! reads a secret's metadata and the version it expects in one go), and a commit group is one
@@ -58,7 +60,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spike_core::error::StoreError;
-use spike_core::store::backend::{Backend, Batch, Commit};
+use spike_core::store::backend::{Backend, Batch, Commit, ReadFuture};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
@@ -368,10 +370,12 @@ impl PostgresBackend {
     /// Connects, applies pending migrations, and returns the backend.
     ///
     /// The connections run on the tokio runtime this is called in (Nexus's), or on a small
-    /// runtime of the backend's own when called outside any runtime. Every other method waits
-    /// for the database: call them from blocking threads (`spawn_blocking`, as Nexus does with
-    /// this backend) or plain threads, never from an async task. Opening itself is done on a
-    /// thread and runtime of its own, so it is safe from anywhere.
+    /// runtime of the backend's own when called outside any runtime. Every other method but
+    /// [`Backend::get_many_async`] waits for the database: call them from blocking threads
+    /// (`spawn_blocking`, as Nexus does with this backend) or plain threads, never from an
+    /// async task; `get_many_async` is for async tasks on a tokio runtime (any runtime: new
+    /// connections are still opened on the driver's). Opening itself is done on a thread and
+    /// runtime of its own, so it is safe from anywhere.
     pub fn open(settings: &PostgresSettings) -> Result<Self, PgError> {
         let target = Target::new(settings)?;
         std::thread::scope(|scope| {
@@ -398,8 +402,9 @@ impl PostgresBackend {
                 })
         })?;
         let runtime = DriverRuntime::current_or_own()?;
-        let pool =
-            Arc::new(Pool::new(target.clone(), settings.pool_size, settings.connect_timeout));
+        let driver = runtime.handle.clone();
+        let pool = Pool::new(target.clone(), driver, settings.pool_size, settings.connect_timeout);
+        let pool = Arc::new(pool);
         // Any start will do; a random one keeps replicas off each other's counter rows.
         let start = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) as u32;
         let next_shard = Arc::new(AtomicU32::new(start));
@@ -424,19 +429,47 @@ impl PostgresBackend {
         self.runtime.handle.block_on(work)
     }
 
-    /// Runs `work` on a pooled connection; an error leaves the connection out of the pool.
+    /// Runs `work` on a pooled connection and waits for it; an error leaves the connection
+    /// out of the pool.
     fn on_conn<T>(
         &self,
         work: impl AsyncFnOnce(&Conn) -> Result<T, PgError>,
     ) -> Result<T, PgError> {
-        self.wait(async {
-            let mut pooled = self.pool.get().await?;
-            let outcome = work(pooled.conn()).await;
-            if outcome.is_err() {
-                pooled.discard();
-            }
-            outcome
+        self.wait(self.on_conn_async(work))
+    }
+
+    /// [`PostgresBackend::on_conn`] for a caller on a runtime: yields while it waits.
+    async fn on_conn_async<T>(
+        &self,
+        work: impl AsyncFnOnce(&Conn) -> Result<T, PgError>,
+    ) -> Result<T, PgError> {
+        let mut pooled = self.pool.get().await?;
+        let outcome = work(pooled.conn()).await;
+        if outcome.is_err() {
+            pooled.discard();
+        }
+        outcome
+    }
+
+    /// The values of `keys`, in their order: one statement, so one round trip and one
+    /// snapshot (READ COMMITTED takes a snapshot per statement).
+    async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, PgError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.on_conn_async(async move |conn| {
+            let rows = conn
+                .client
+                .query(&conn.statements.get_many, &[&keys])
+                .await
+                .map_err(query("reading"))?;
+            let found = rows
+                .iter()
+                .map(|row| Ok((column(row, 0, "reading")?, column(row, 1, "reading")?)))
+                .collect::<Result<Vec<_>, PgError>>()?;
+            Ok(in_key_order(keys, found))
         })
+        .await
     }
 
     /// The number of commits ever applied to this database, and the latest rollback
@@ -661,21 +694,14 @@ impl Backend for PostgresBackend {
     /// One statement, so one round trip and one snapshot: the values show the database as of
     /// one moment, never half of a commit (READ COMMITTED takes a snapshot per statement).
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self.on_conn(async move |conn| {
-            let rows = conn
-                .client
-                .query(&conn.statements.get_many, &[&keys])
-                .await
-                .map_err(query("reading"))?;
-            let found = rows
-                .iter()
-                .map(|row| Ok((column(row, 0, "reading")?, column(row, 1, "reading")?)))
-                .collect::<Result<Vec<_>, PgError>>()?;
-            Ok(in_key_order(keys, found))
-        })?)
+        Ok(self.wait(self.read_many(keys))?)
+    }
+
+    /// The same statement as [`Backend::get_many`], awaited on the caller's runtime: a GET
+    /// goes from its request task to the connection's I/O task and back, with no blocking
+    /// thread in between.
+    fn get_many_async<'a>(&'a self, keys: &'a [&'a str]) -> ReadFuture<'a> {
+        Box::pin(async move { Ok(self.read_many(keys).await?) })
     }
 
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {

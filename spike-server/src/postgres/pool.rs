@@ -12,79 +12,53 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::{Client, Statement};
 
 use super::{PgError, Target, query};
 
-/// The statements the backend runs, prepared on one connection.
-pub(super) struct Statements {
-    /// `key` → `value`.
-    pub(super) get: Statement,
-    /// The keys and values of the keys in `$1` that exist, in no particular order.
-    pub(super) get_many: Statement,
-    /// Keys and values in `[$1, $2)`.
-    pub(super) scan_range: Statement,
-    /// Keys and values from `$1` on.
-    pub(super) scan_from: Statement,
-    /// Keys in `[$1, $2)`.
-    pub(super) keys_range: Statement,
-    /// Keys from `$1` on.
-    pub(super) keys_from: Statement,
-    /// Starts a commit's transaction.
-    pub(super) begin: Statement,
-    /// Takes the advisory locks of the keys `$1`, in the array's order, until the transaction
-    /// ends (a function scan yields the array's elements in order, one lock call per row).
-    pub(super) lock: Statement,
-    /// Checks the preconditions and, if they hold, applies the writes and counts them.
-    pub(super) apply: Statement,
-    /// Ends a commit's transaction.
-    pub(super) commit: Statement,
+/// Declares [`Statements`] (one field per statement) and its `prepare`, from one list, so a
+/// statement's name and SQL are written once.
+macro_rules! statements {
+    ($($(#[$doc:meta])* $name:ident: $sql:expr,)*) => {
+        /// The statements the backend runs, prepared on one connection.
+        pub(super) struct Statements {
+            $($(#[$doc])* pub(super) $name: Statement,)*
+        }
+
+        impl Statements {
+            async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+                // Polled together, the Parse messages go out back to back: one round trip.
+                let ($($name,)*) = futures::try_join!($(client.prepare($sql)),*)?;
+                Ok(Self { $($name),* })
+            }
+        }
+    };
 }
 
-impl Statements {
-    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
-        // Polled together, the Parse messages go out back to back: one round trip in all.
-        let (
-            get,
-            get_many,
-            scan_range,
-            scan_from,
-            keys_range,
-            keys_from,
-            begin,
-            lock,
-            apply,
-            commit,
-        ) = futures::try_join!(
-            client.prepare("SELECT value FROM spike_kv WHERE key = $1"),
-            client.prepare("SELECT key, value FROM spike_kv WHERE key = ANY($1::text[])"),
-            client.prepare(
-                "SELECT key, value FROM spike_kv WHERE key >= $1 AND key < $2 ORDER BY key"
-            ),
-            client.prepare("SELECT key, value FROM spike_kv WHERE key >= $1 ORDER BY key"),
-            client.prepare("SELECT key FROM spike_kv WHERE key >= $1 AND key < $2 ORDER BY key"),
-            client.prepare("SELECT key FROM spike_kv WHERE key >= $1 ORDER BY key"),
-            client.prepare("BEGIN ISOLATION LEVEL READ COMMITTED"),
-            client.prepare(
-                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k"
-            ),
-            client.prepare(super::APPLY),
-            client.prepare("COMMIT"),
-        )?;
-        Ok(Self {
-            get,
-            get_many,
-            scan_range,
-            scan_from,
-            keys_range,
-            keys_from,
-            begin,
-            lock,
-            apply,
-            commit,
-        })
-    }
+statements! {
+    /// `key` → `value`.
+    get: "SELECT value FROM spike_kv WHERE key = $1",
+    /// The keys and values of the keys in `$1` that exist, in no particular order.
+    get_many: "SELECT key, value FROM spike_kv WHERE key = ANY($1::text[])",
+    /// Keys and values in `[$1, $2)`.
+    scan_range: "SELECT key, value FROM spike_kv WHERE key >= $1 AND key < $2 ORDER BY key",
+    /// Keys and values from `$1` on.
+    scan_from: "SELECT key, value FROM spike_kv WHERE key >= $1 ORDER BY key",
+    /// Keys in `[$1, $2)`.
+    keys_range: "SELECT key FROM spike_kv WHERE key >= $1 AND key < $2 ORDER BY key",
+    /// Keys from `$1` on.
+    keys_from: "SELECT key FROM spike_kv WHERE key >= $1 ORDER BY key",
+    /// Starts a commit's transaction.
+    begin: "BEGIN ISOLATION LEVEL READ COMMITTED",
+    /// Takes the advisory locks of the keys `$1`, in the array's order, until the transaction
+    /// ends (a function scan yields the array's elements in order, one lock call per row).
+    lock: "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
+    /// Checks the preconditions and, if they hold, applies the writes and counts them.
+    apply: super::APPLY,
+    /// Ends a commit's transaction.
+    commit: "COMMIT",
 }
 
 /// One open connection and its prepared statements.
@@ -96,6 +70,8 @@ pub(super) struct Conn {
 /// Connections to one database, shared by every thread of a Nexus replica.
 pub(super) struct Pool {
     target: Target,
+    /// The runtime connections are opened on and their I/O tasks run on.
+    driver: Handle,
     size: usize,
     wait: Duration,
     /// One permit per connection that may exist.
@@ -104,9 +80,12 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(target: Target, size: usize, wait: Duration) -> Self {
+    /// A pool of at most `size` connections to `target`, run on `driver`; a caller waits at
+    /// most `wait` for a free one.
+    pub(super) fn new(target: Target, driver: Handle, size: usize, wait: Duration) -> Self {
         let size = size.max(1);
-        Self { target, size, wait, permits: Semaphore::new(size), idle: Mutex::new(Vec::new()) }
+        let (permits, idle) = (Semaphore::new(size), Mutex::new(Vec::new()));
+        Self { target, driver, size, wait, permits, idle }
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
@@ -144,10 +123,19 @@ impl Pool {
                 return Ok(Pooled { pool: self, conn: Some(conn), broken: false, _permit: permit });
             }
         }
-        let (client, _io) = self.target.connect().await?;
-        let statements =
-            Statements::prepare(&client).await.map_err(query("preparing statements"))?;
-        let conn = Conn { client, statements };
+        // Opened on the driver's runtime, whatever runtime the caller polls this on: the
+        // socket and the I/O task must live where they keep being driven (Nexus's runtime, or
+        // the backend's own), not on a caller's runtime that may stop or block.
+        let target = self.target.clone();
+        let opening = self.driver.spawn(async move {
+            let (client, _io) = target.connect().await?;
+            let statements =
+                Statements::prepare(&client).await.map_err(query("preparing statements"))?;
+            Ok(Conn { client, statements })
+        });
+        let conn = opening.await.unwrap_or_else(|e| {
+            Err(PgError::Unavailable(format!("opening a PostgreSQL connection failed: {e}")))
+        })?;
         Ok(Pooled { pool: self, conn: Some(conn), broken: false, _permit: permit })
     }
 }

@@ -1,7 +1,7 @@
 //! `/v1/store/secrets` and `/v1/store/secrets/metadata`.
 
 use spike_core::path::SecretPath;
-use spike_core::policy::Permission;
+use spike_core::policy::{Permission, PolicySet};
 use spike_core::store::PutOptions;
 use spike_core::wire::secrets::*;
 
@@ -25,8 +25,21 @@ where
     Resp: spike_core::wire::WireResponse + serde::Serialize,
 {
     let unsealed = ctx.unsealed::<Resp>()?;
+    authorise::<Resp>(ctx, &unsealed.policies(), path, wanted)
+}
+
+/// Whether `policies` let the caller use `path` as `wanted`.
+fn authorise<Resp>(
+    ctx: &Ctx<'_>,
+    policies: &PolicySet,
+    path: &SecretPath,
+    wanted: Permission,
+) -> Result<(), Reply>
+where
+    Resp: spike_core::wire::WireResponse + serde::Serialize,
+{
     let roots = &ctx.state.config().trust_roots;
-    if authz::allowed(roots, &unsealed.policies(), ctx.caller, path.as_str(), wanted) {
+    if authz::allowed(roots, policies, ctx.caller, path.as_str(), wanted) {
         Ok(())
     } else {
         Err(Reply::denied::<Resp>().at(path.as_str()))
@@ -67,20 +80,55 @@ pub fn put(ctx: &Ctx<'_>) -> Reply {
 /// Get: the latest version, or `version` when non-zero.
 pub fn get(ctx: &Ctx<'_>) -> Reply {
     let run = || -> Result<Reply, Reply> {
-        let req: SecretGetRequest = ctx.decode::<_, SecretGetResponse>()?;
-        let path = path_for::<SecretGetResponse>(&req.path, false)?;
+        let (path, version) = get_request(ctx)?;
         check::<SecretGetResponse>(ctx, &path, Permission::Read)?;
         let unsealed = ctx.unsealed::<SecretGetResponse>()?;
-        let version = (req.version != 0).then_some(req.version);
-        let values = unsealed
-            .vault()
-            .secrets()
-            .get(&path, version)
-            .map_err(|e| store_failure::<SecretGetResponse>(&e).at(path.as_str()))?;
-        let resp = SecretGetResponse { data: Some(values), err: None };
-        Ok(Reply::ok(&resp).at(path.as_str()))
+        let read = unsealed.vault().secrets().get_versioned(&path, version);
+        Ok(get_reply(&path, read))
     };
     run().unwrap_or_else(|r| r)
+}
+
+/// [`get`] for a store whose reads wait on the network (PostgreSQL), run on the request's own
+/// task: the same checks in the same order and the same store read, awaited instead of held on
+/// a blocking thread. `None` when authorising would read the store first (a policy refresh is
+/// due, see `Unsealed::policies_if_fresh`): then run [`get`] on a blocking thread instead.
+pub async fn get_async(ctx: &Ctx<'_>) -> Option<Reply> {
+    let (path, version) = match get_request(ctx) {
+        Ok(request) => request,
+        Err(refused) => return Some(refused),
+    };
+    let unsealed = match ctx.unsealed::<SecretGetResponse>() {
+        Ok(unsealed) => unsealed,
+        Err(refused) => return Some(refused),
+    };
+    let policies = unsealed.policies_if_fresh()?;
+    if let Err(refused) = authorise::<SecretGetResponse>(ctx, &policies, &path, Permission::Read) {
+        return Some(refused);
+    }
+    let read = unsealed.vault().secrets().get_versioned_async(&path, version).await;
+    Some(get_reply(&path, read))
+}
+
+/// A GET request's path and version (`None`: the current one), or the refusal of a malformed one.
+fn get_request(ctx: &Ctx<'_>) -> Result<(SecretPath, Option<u64>), Reply> {
+    let req: SecretGetRequest = ctx.decode::<_, SecretGetResponse>()?;
+    let path = path_for::<SecretGetResponse>(&req.path, false)?;
+    Ok((path, (req.version != 0).then_some(req.version)))
+}
+
+/// The answer to a GET of `path` that read `read`.
+fn get_reply(
+    path: &SecretPath,
+    read: Result<(u64, spike_core::secret::SecretValues), spike_core::error::StoreError>,
+) -> Reply {
+    match read {
+        Ok((_, values)) => {
+            let resp = SecretGetResponse { data: Some(values), err: None };
+            Reply::ok(&resp).at(path.as_str())
+        }
+        Err(e) => store_failure::<SecretGetResponse>(&e).at(path.as_str()),
+    }
 }
 
 /// What delete, undelete and destroy share: decode, validate, authorise `write`.
