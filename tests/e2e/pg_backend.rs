@@ -123,6 +123,16 @@ fn async_reads_answer_like_blocking_ones_and_secrets_read_through_them_stay_auth
     there.put(&key, &first).unwrap();
     assert!(matches!(get(Some(2)), Err(StoreError::Corrupt(_))));
     assert_eq!(get(Some(1)).unwrap(), (1, "one".into()));
+
+    // The server ends every session (a restart, a failover): the shared read connection is
+    // replaced; only a read that was sent on the dead one can fail.
+    let others = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                  WHERE datname = 'kv' AND pid <> pg_backend_pid()";
+    pg.sql("kv", others).unwrap();
+    let failures = (0..3).take_while(|_| get(Some(1)).is_err()).count();
+    assert!(failures <= 1, "{failures} reads failed after the sessions ended");
+    assert_eq!(get(Some(1)).unwrap(), (1, "one".into()));
+    assert_eq!(here.get("a").unwrap(), Some(b"1".to_vec()));
 }
 
 #[test]

@@ -34,7 +34,9 @@
 //! own runtime; the synchronous [`Backend`] methods, which Nexus calls on blocking threads,
 //! wait for it there. [`Backend::get_many_async`] is the same read awaited on the caller's
 //! task, so a secret GET (see `SecretStore::get_versioned_async`) goes from its request task
-//! to the connection's I/O task and back, without a blocking thread in between. Every statement is prepared once per connection (pipelined, when the
+//! to the connection's I/O task and back, without a blocking thread in between. Key reads
+//! share a quarter of the connections, concurrent reads pipelined on each (`readers.rs`);
+//! commits, scans and the rest check a connection out of the pool. Every statement is prepared once per connection (pipelined, when the
 //! connection opens), so a [`Backend::get`] is one round trip, and so is a
 //! [`Backend::get_many`] (one `key = ANY($1)` statement, hence one snapshot: the versioned store
 //! reads a secret's metadata and the version it expects in one go), and a commit group is one
@@ -50,6 +52,7 @@
 //! dies its session ends, the lock is released, and another replica takes over at its next try.
 
 mod pool;
+mod readers;
 mod tls;
 mod writer;
 
@@ -65,6 +68,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
 use pool::{Conn, Pool};
+use readers::Readers;
 
 /// How Nexus talks TLS to PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,6 +356,8 @@ impl DriverRuntime {
 /// The ciphertext store in PostgreSQL, shared by several Nexus replicas.
 pub struct PostgresBackend {
     pool: Arc<Pool>,
+    /// The connections key reads share (see readers.rs).
+    readers: Readers,
     target: Target,
     /// The dedicated session for the leader lock, and whether it holds the lock.
     leader: Mutex<Option<(Client, bool)>>,
@@ -402,9 +408,14 @@ impl PostgresBackend {
                 })
         })?;
         let runtime = DriverRuntime::current_or_own()?;
+        // A quarter of the connections are shared by all key reads (pipelined, see readers.rs);
+        // the pool has the rest, for commits, scans and the rollback checkpoint.
+        let shared = (settings.pool_size / 4).max(1);
+        let pooled = settings.pool_size.saturating_sub(shared).max(1);
         let driver = runtime.handle.clone();
-        let pool = Pool::new(target.clone(), driver, settings.pool_size, settings.connect_timeout);
+        let pool = Pool::new(target.clone(), driver, pooled, settings.connect_timeout);
         let pool = Arc::new(pool);
+        let readers = Readers::new(pool.clone(), shared);
         // Any start will do; a random one keeps replicas off each other's counter rows.
         let start = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) as u32;
         let next_shard = Arc::new(AtomicU32::new(start));
@@ -412,11 +423,11 @@ impl PostgresBackend {
         let queue: writer::Jobs = Arc::new(tokio::sync::Mutex::new(queue));
         // A quarter of the connections for writers: two groups in flight already overlap one
         // group's WAL flush with the next group's statements, fewer writers make bigger groups
-        // (fewer flushes and statements per commit), and reads keep most connections.
+        // (fewer flushes and statements per commit), and scans keep the rest of the pool.
         for _ in 0..settings.pool_size.div_ceil(4).max(1) {
             runtime.handle.spawn(writer::run(pool.clone(), queue.clone(), next_shard.clone()));
         }
-        Ok(Self { pool, target, leader: Mutex::new(None), runtime, jobs })
+        Ok(Self { pool, readers, target, leader: Mutex::new(None), runtime, jobs })
     }
 
     /// `host:port/dbname` of the database (for logs; no credentials).
@@ -429,47 +440,38 @@ impl PostgresBackend {
         self.runtime.handle.block_on(work)
     }
 
-    /// Runs `work` on a pooled connection and waits for it; an error leaves the connection
-    /// out of the pool.
+    /// Runs `work` on a pooled connection; an error leaves the connection out of the pool.
     fn on_conn<T>(
         &self,
         work: impl AsyncFnOnce(&Conn) -> Result<T, PgError>,
     ) -> Result<T, PgError> {
-        self.wait(self.on_conn_async(work))
+        self.wait(async {
+            let mut pooled = self.pool.get().await?;
+            let outcome = work(pooled.conn()).await;
+            if outcome.is_err() {
+                pooled.discard();
+            }
+            outcome
+        })
     }
 
-    /// [`PostgresBackend::on_conn`] for a caller on a runtime: yields while it waits.
-    async fn on_conn_async<T>(
-        &self,
-        work: impl AsyncFnOnce(&Conn) -> Result<T, PgError>,
-    ) -> Result<T, PgError> {
-        let mut pooled = self.pool.get().await?;
-        let outcome = work(pooled.conn()).await;
-        if outcome.is_err() {
-            pooled.discard();
-        }
-        outcome
-    }
-
-    /// The values of `keys`, in their order: one statement, so one round trip and one
-    /// snapshot (READ COMMITTED takes a snapshot per statement).
+    /// The values of `keys`, in their order: one statement on a shared read connection, so
+    /// one round trip and one snapshot (READ COMMITTED takes a snapshot per statement).
     async fn read_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, PgError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.on_conn_async(async move |conn| {
-            let rows = conn
-                .client
-                .query(&conn.statements.get_many, &[&keys])
-                .await
-                .map_err(query("reading"))?;
-            let found = rows
-                .iter()
-                .map(|row| Ok((column(row, 0, "reading")?, column(row, 1, "reading")?)))
-                .collect::<Result<Vec<_>, PgError>>()?;
-            Ok(in_key_order(keys, found))
-        })
-        .await
+        let conn = self.readers.conn().await?;
+        let rows = conn
+            .client
+            .query(&conn.statements.get_many, &[&keys])
+            .await
+            .map_err(query("reading"))?;
+        let found = rows
+            .iter()
+            .map(|row| Ok((column(row, 0, "reading")?, column(row, 1, "reading")?)))
+            .collect::<Result<Vec<_>, PgError>>()?;
+        Ok(in_key_order(keys, found))
     }
 
     /// The number of commits ever applied to this database, and the latest rollback
@@ -637,6 +639,7 @@ impl Drop for PostgresBackend {
         // Dropped clients tell their I/O tasks to close the sessions; a runtime of our own
         // must not be dropped inside an async context, so let it finish in the background.
         drop(self.pool.drain());
+        drop(self.readers.drain());
         self.leader.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(own) = self.runtime.own.take() {
             own.shutdown_background();
@@ -680,8 +683,9 @@ impl Backend for PostgresBackend {
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        // One round trip: the statement is prepared on the connection already.
-        Ok(self.on_conn(async move |conn| {
+        // One round trip on a shared read connection: the statement is prepared there already.
+        Ok(self.wait(async {
+            let conn = self.readers.conn().await?;
             let row = conn
                 .client
                 .query_opt(&conn.statements.get, &[&key])

@@ -123,6 +123,13 @@ impl Pool {
                 return Ok(Pooled { pool: self, conn: Some(conn), broken: false, _permit: permit });
             }
         }
+        let conn = self.open().await?;
+        Ok(Pooled { pool: self, conn: Some(conn), broken: false, _permit: permit })
+    }
+
+    /// A new connection to the pool's database with its statements prepared, outside the
+    /// pool's count (for the pool itself, and for the shared read connections).
+    pub(super) async fn open(&self) -> Result<Conn, PgError> {
         // Opened on the driver's runtime, whatever runtime the caller polls this on: the
         // socket and the I/O task must live where they keep being driven (Nexus's runtime, or
         // the backend's own), not on a caller's runtime that may stop or block.
@@ -133,10 +140,9 @@ impl Pool {
                 Statements::prepare(&client).await.map_err(query("preparing statements"))?;
             Ok(Conn { client, statements })
         });
-        let conn = opening.await.unwrap_or_else(|e| {
+        opening.await.unwrap_or_else(|e| {
             Err(PgError::Unavailable(format!("opening a PostgreSQL connection failed: {e}")))
-        })?;
-        Ok(Pooled { pool: self, conn: Some(conn), broken: false, _permit: permit })
+        })
     }
 }
 
