@@ -91,7 +91,8 @@ pub struct PostgresSettings {
     pub dsn: String,
     /// TLS mode.
     pub tls: PgTls,
-    /// Most connections one replica opens.
+    /// Most connections one replica opens (besides the leader's session): a quarter of them
+    /// (at least one) shared by key reads, the rest pooled (at least one).
     pub pool_size: usize,
     /// Time allowed to connect, and to wait for a free pooled connection.
     pub connect_timeout: Duration,
