@@ -63,40 +63,110 @@ pub fn is_body_read_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Serves `listener` until `shutdown` completes, then lets in-flight requests finish (up to
-/// `drain` long). `app` builds the router for one connection from its verified peer ID;
-/// `connections` holds the limits and the counters (share it with `/metrics`).
-pub async fn serve_mtls<F>(
+/// A bound TCP listener with what serving it needs: its TLS config, the connection table
+/// (limits and counters; share it with `/metrics`) and how long in-flight requests may finish
+/// after shutdown. Serve it with [`TlsListener::serve_mtls`] or [`TlsListener::serve_bearer`].
+#[derive(Debug)]
+pub struct TlsListener {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     connections: Arc<Connections>,
-    app: F,
-    shutdown: impl Future<Output = ()>,
     drain: Duration,
-) where
-    F: Fn(SpiffeId) -> Router + Send + Sync + 'static,
-{
-    // Certificate mode always has a peer ID; the empty router is never reached.
-    let app = move |peer: Option<SpiffeId>| peer.map_or_else(Router::new, &app);
-    serve(listener, tls, connections, PeerAuth::Certificate, app, shutdown, drain).await;
 }
 
-/// Like [`serve_mtls`] for a listener whose TLS config asks for no client certificate (the
-/// JWT-SVID listener): callers authenticate per request (`Authorization: Bearer`), which
-/// `app`'s router checks. Connections are counted per client IP address for the per-caller
-/// cap.
-pub async fn serve_bearer<F>(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    connections: Arc<Connections>,
-    app: F,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) where
-    F: Fn() -> Router + Send + Sync + 'static,
-{
-    let app = move |_: Option<SpiffeId>| app();
-    serve(listener, tls, connections, PeerAuth::Bearer, app, shutdown, drain).await;
+impl TlsListener {
+    /// Bundles a bound `listener` with its TLS config, connection table and drain period.
+    pub fn new(
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        connections: Arc<Connections>,
+        drain: Duration,
+    ) -> Self {
+        Self { listener, tls, connections, drain }
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish (up to the drain
+    /// period). `app` builds the router for one connection from its verified peer ID.
+    pub async fn serve_mtls<F>(self, app: F, shutdown: impl Future<Output = ()>)
+    where
+        F: Fn(SpiffeId) -> Router + Send + Sync + 'static,
+    {
+        // Certificate mode always has a peer ID; the empty router is never reached.
+        let app = move |peer: Option<SpiffeId>| peer.map_or_else(Router::new, &app);
+        self.serve(PeerAuth::Certificate, app, shutdown).await;
+    }
+
+    /// Like [`TlsListener::serve_mtls`] for a TLS config that asks for no client certificate
+    /// (the JWT-SVID listener): callers authenticate per request (`Authorization: Bearer`),
+    /// which `app`'s router checks. Connections are counted per client IP address for the
+    /// per-caller cap.
+    pub async fn serve_bearer<F>(self, app: F, shutdown: impl Future<Output = ()>)
+    where
+        F: Fn() -> Router + Send + Sync + 'static,
+    {
+        self.serve(PeerAuth::Bearer, move |_: Option<SpiffeId>| app(), shutdown).await;
+    }
+
+    /// The accept loop both modes share.
+    async fn serve<F>(self, auth: PeerAuth, app: F, shutdown: impl Future<Output = ()>)
+    where
+        F: Fn(Option<SpiffeId>) -> Router + Send + Sync + 'static,
+    {
+        let Self { listener, tls, connections, drain } = self;
+        let limits = *connections.limits();
+        let acceptor = TlsAcceptor::from(tls);
+        let app = Arc::new(app);
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            // hyper's floor is 8 KiB; a longer head is answered 431 before it is parsed.
+            .max_buf_size(limits.max_head_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX));
+        let builder = Arc::new(builder);
+        tokio::pin!(shutdown);
+        loop {
+            let (socket, peer_addr) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // At the cap this closes the least recently used idle connection, or waits for one to
+            // close while every connection is busy (further sockets wait in the kernel backlog).
+            let registration = tokio::select! {
+                _ = &mut shutdown => break,
+                r = connections.admit() => r,
+            };
+            let _ = socket.set_nodelay(true);
+            let task = ConnectionTask {
+                registration,
+                connections: connections.clone(),
+                acceptor: acceptor.clone(),
+                builder: builder.clone(),
+                limits,
+                auth,
+            };
+            let app = app.clone();
+            tokio::spawn(task.run(socket, peer_addr, move |peer| app(peer)));
+        }
+        drop(listener);
+        connections.close_all();
+        if tokio::time::timeout(drain, connections.closed()).await.is_err() {
+            tracing::warn!("connections still open after the drain period; closing them");
+        }
+    }
 }
 
 /// How a listener learns who its peers are.
@@ -106,72 +176,6 @@ enum PeerAuth {
     Certificate,
     /// Per request, from a bearer token; no client certificate.
     Bearer,
-}
-
-async fn serve<F>(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    connections: Arc<Connections>,
-    auth: PeerAuth,
-    app: F,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) where
-    F: Fn(Option<SpiffeId>) -> Router + Send + Sync + 'static,
-{
-    let limits = *connections.limits();
-    let acceptor = TlsAcceptor::from(tls);
-    let app = Arc::new(app);
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // hyper's floor is 8 KiB; a longer head is answered 431 before it is parsed.
-        .max_buf_size(limits.max_head_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
-    tokio::pin!(shutdown);
-    loop {
-        let (socket, peer_addr) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // At the cap this closes the least recently used idle connection, or waits for one to
-        // close while every connection is busy (further sockets wait in the kernel backlog).
-        let registration = tokio::select! {
-            _ = &mut shutdown => break,
-            r = connections.admit() => r,
-        };
-        let _ = socket.set_nodelay(true);
-        let task = ConnectionTask {
-            registration,
-            connections: connections.clone(),
-            acceptor: acceptor.clone(),
-            builder: builder.clone(),
-            limits,
-            auth,
-        };
-        let app = app.clone();
-        tokio::spawn(task.run(socket, peer_addr, move |peer| app(peer)));
-    }
-    drop(listener);
-    connections.close_all();
-    if tokio::time::timeout(drain, connections.closed()).await.is_err() {
-        tracing::warn!("connections still open after the drain period; closing them");
-    }
 }
 
 /// One accepted connection, from handshake to close.

@@ -25,6 +25,7 @@ use spike_client::{RetryPolicy, Spike};
 use spike_core::secret::SecretValues;
 use spike_core::shamir;
 use spike_server::dev::agent::{DevAgent, DevAgentHandle};
+use spike_server::listener::TlsListener;
 use spike_server::nexus::{self, BackendKind, NexusConfig};
 
 const MAX_REQUESTS_PER_CLIENT: usize = 200_000;
@@ -157,14 +158,9 @@ async fn start_bare(
         }),
     );
     let connections = spike_server::listener::Connections::new(Default::default());
-    tokio::spawn(spike_server::listener::serve_mtls(
-        listener,
-        Arc::new(tls),
-        connections.clone(),
-        move |_peer| app.clone(),
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    let listener =
+        TlsListener::new(listener, Arc::new(tls), connections.clone(), Duration::from_secs(1));
+    tokio::spawn(listener.serve_mtls(move |_peer| app.clone(), std::future::pending()));
     (addr, connections)
 }
 

@@ -46,6 +46,7 @@ use crate::caller::Caller;
 use crate::config::{parse_duration, parse_listen_addr};
 use crate::connections::ConnectionLimits;
 use crate::error::ConfigError;
+use crate::listener::TlsListener;
 use crate::nexus::authz::{TrustRootArgs, TrustRoots};
 
 /// Why a Keeper could not start, or why a call to a Keeper failed.
@@ -261,15 +262,13 @@ pub async fn start(
     let state = Arc::new(KeeperState::new(config.trust_roots.clone()));
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(crate::listener::serve_mtls(
-        listener,
-        Arc::new(tls),
-        crate::connections::Connections::new(config.connections),
+    let connections = crate::connections::Connections::new(config.connections);
+    let listener = TlsListener::new(listener, Arc::new(tls), connections, Duration::from_secs(5));
+    let task = tokio::spawn(listener.serve_mtls(
         move |peer| app.clone().layer(Extension(Caller(Arc::from(peer.to_string())))),
         async move {
             let _ = stopped.await;
         },
-        Duration::from_secs(5),
     ));
     tracing::info!(%addr, "spike-keeper listening");
     Ok(RunningKeeper { addr, state, stop: Some(stop), task })

@@ -30,6 +30,8 @@ use spike_client::identity::IdentitySource;
 use spike_core::identity::Role;
 use tokio::task::JoinHandle;
 
+use crate::listener::TlsListener;
+
 /// A running Nexus: its address, its state, and a way to stop it.
 #[derive(Debug)]
 pub struct RunningNexus {
@@ -127,15 +129,12 @@ pub async fn start(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut stopped_jwt = stopped.clone();
     let mut stopped = stopped;
-    let task = tokio::spawn(crate::listener::serve_mtls(
-        listener,
-        Arc::new(tls),
-        connections,
+    let listener = TlsListener::new(listener, Arc::new(tls), connections, Duration::from_secs(10));
+    let task = tokio::spawn(listener.serve_mtls(
         move |peer| app.clone().layer(Extension(Caller(Arc::from(peer.to_string())))),
         async move {
             let _ = stopped.changed().await;
         },
-        Duration::from_secs(10),
     ));
     let jwt = match state.config().jwt.clone() {
         Some(jwt) => {
@@ -178,14 +177,8 @@ async fn start_jwt_listener(
     let app = router(state.clone()).layer(axum::middleware::from_fn(move |request, next| {
         jwt::authenticate(mw_state.clone(), mw_config.clone(), keys.clone(), request, next)
     }));
-    let task = tokio::spawn(crate::listener::serve_bearer(
-        listener,
-        Arc::new(tls),
-        connections,
-        move || app.clone(),
-        shutdown,
-        Duration::from_secs(10),
-    ));
+    let listener = TlsListener::new(listener, Arc::new(tls), connections, Duration::from_secs(10));
+    let task = tokio::spawn(listener.serve_bearer(move || app.clone(), shutdown));
     tracing::info!(%addr, audience = %config.audience, "JWT-SVID listener on");
     Ok((addr, task))
 }
