@@ -151,6 +151,7 @@ fn store_puts(dir: &std::path::Path) -> (f64, spike_core::store::FlushStats) {
         spike_core::store::FlushStats {
             writes: after.writes - before.writes,
             flushes: after.flushes - before.flushes,
+            replayed: after.replayed,
         },
     )
 }
