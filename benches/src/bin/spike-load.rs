@@ -36,6 +36,19 @@ struct Stats {
     elapsed: Duration,
     p50: Duration,
     p99: Duration,
+    /// CPU time this process (clients and servers together) spent during the scenario.
+    cpu: Duration,
+}
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; the kernel
+    // counts them in USER_HZ, 100 on Linux.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 impl Stats {
@@ -88,6 +101,7 @@ enum Op {
 async fn run(label: &str, clients: &[Spike], op: Op, secs: u64) -> Stats {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let mut tasks = vec![];
     for (i, c) in clients.iter().enumerate() {
         let c = c.clone();
@@ -116,9 +130,10 @@ async fn run(label: &str, clients: &[Spike], op: Op, secs: u64) -> Stats {
         all.extend(t.await.expect("task"));
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Stats { label: label.into(), requests: all.len(), elapsed, p50: pct(0.50), p99: pct(0.99) }
+    Stats { label: label.into(), requests: all.len(), elapsed, p50: pct(0.50), p99: pct(0.99), cpu }
 }
 
 async fn start_nexus(
@@ -166,12 +181,13 @@ async fn start_bare(
 
 fn print(s: &Stats) {
     println!(
-        "| {:<32} | {:>8} | {:>9.0} | {:>8.2} | {:>8.2} |",
+        "| {:<32} | {:>8} | {:>9.0} | {:>8.2} | {:>8.2} | {:>11.0} |",
         s.label,
         s.requests,
         s.rps(),
         s.p50.as_secs_f64() * 1e3,
-        s.p99.as_secs_f64() * 1e3
+        s.p99.as_secs_f64() * 1e3,
+        s.cpu.as_secs_f64() * 1e6 / s.requests.max(1) as f64
     );
 }
 
@@ -267,8 +283,12 @@ async fn main() {
             "\n{conns} concurrent callers, a new mTLS connection per request, {secs} s per scenario\n"
         ),
     }
-    println!("| scenario                         | requests |   req/s   | p50 (ms) | p99 (ms) |");
-    println!("|----------------------------------|----------|-----------|----------|----------|");
+    println!(
+        "| scenario                         | requests |   req/s   | p50 (ms) | p99 (ms) | CPU µs/req |"
+    );
+    println!(
+        "|----------------------------------|----------|-----------|----------|----------|------------|"
+    );
     for r in &results {
         print(r);
     }

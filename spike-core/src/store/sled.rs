@@ -18,8 +18,9 @@
 //!    writes visible to readers at once, as a whole, through the *pending* overlay (the newest
 //!    logged value of each key not yet in sled);
 //! 2. outside the lock, it waits for a sync covering its record; the writer that syncs applies
-//!    every record it synced to sled with plain inserts, in log order, each followed by the
-//!    record's number under [`APPLIED_KEY`], then drops them from the overlay.
+//!    every record it synced to sled with plain inserts, in log order, then the last record's
+//!    number under [`APPLIED_KEY`], and drops them from the overlay. The next group's sync
+//!    runs meanwhile; groups are applied one at a time, in order.
 //!
 //! So sled only ever receives logged writes, in log order. After a crash, sled recovers a
 //! prefix of its own writes; the number under [`APPLIED_KEY`] says which log records it holds
@@ -284,8 +285,9 @@ impl SledBackend {
     }
 }
 
-/// Applies `records` to sled in order, each followed by its number under [`APPLIED_KEY`]
-/// (plain inserts: the log, not sled, makes a record atomic after a crash).
+/// Applies `records` to sled in order, then the last one's number under [`APPLIED_KEY`] (plain
+/// inserts: the log, not sled, makes a record atomic after a crash; sled recovers a prefix, so
+/// the number says every record up to it is whole).
 fn apply_to_sled(db: &sled::Db, records: &[Record]) -> Result<(), StoreError> {
     for record in records {
         for write in &record.writes {
@@ -295,7 +297,9 @@ fn apply_to_sled(db: &sled::Db, records: &[Record]) -> Result<(), StoreError> {
             }
             .map_err(sled_error)?;
         }
-        db.insert(APPLIED_KEY, &record.seq.to_be_bytes()).map_err(sled_error)?;
+    }
+    if let Some(last) = records.last() {
+        db.insert(APPLIED_KEY, &last.seq.to_be_bytes()).map_err(sled_error)?;
     }
     Ok(())
 }
@@ -499,15 +503,25 @@ mod tests {
     fn a_torn_record_at_the_end_of_the_log_is_dropped_and_the_rest_recovered() {
         let test = "store::sled::tests::a_torn_record_at_the_end_of_the_log_is_dropped_and_the_rest_recovered";
         let Some(dir) = crashed_child(test) else { return };
-        let last = wal::read_log(&dir.path().join(WAL_DIR)).unwrap().segments.pop().unwrap();
+        let log = wal::read_log(&dir.path().join(WAL_DIR)).unwrap();
+        let last = log.segments.last().unwrap();
+        // Where the last intact record ends: the log is one segment (no rotation happened).
+        assert_eq!(log.segments.len(), 1);
+        let mut intact = Vec::new();
+        for record in &log.records {
+            wal::encode(&mut intact, record.seq, &record.writes);
+        }
         let mut torn = Vec::new();
-        let seq = u64::MAX / 2;
+        let seq = log.records.last().unwrap().seq + 1;
         wal::encode(&mut torn, seq, &[Write::Put("k000".into(), b"never acknowledged".to_vec())]);
         torn.truncate(torn.len() - 3);
-        let mut file = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
-        std::io::Write::write_all(&mut file, &torn).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &torn, intact.len() as u64).unwrap();
+        let file_len = file.metadata().unwrap().len();
         drop(file);
-        assert_eq!(wal::read_log(&dir.path().join(WAL_DIR)).unwrap().torn_bytes, torn.len() as u64);
+        let reread = wal::read_log(&dir.path().join(WAL_DIR)).unwrap();
+        assert_eq!(reread.records.len(), log.records.len());
+        assert_eq!(reread.torn_bytes, file_len - intact.len() as u64);
         let b = SledBackend::open(dir.path()).unwrap();
         assert_every_batch_is_there(&b, 0);
     }

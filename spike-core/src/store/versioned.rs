@@ -846,11 +846,15 @@ impl SecretStore {
     }
 
     /// Reads and opens the metadata record at `path`: its raw bytes (for compare-and-swap)
-    /// and its contents.
-    fn load(&self, ring: &Keyring, path: &str) -> Result<Option<(Vec<u8>, Meta)>, StoreError> {
+    /// and its contents (from [`MetaCache`] when `ring` opened exactly these bytes before, as
+    /// after this replica's own last write to `path`).
+    fn load(&self, ring: &Arc<Keyring>, path: &str) -> Result<Option<(Vec<u8>, Meta)>, StoreError> {
         let Some(raw) = self.backend.get(&keys::metadata(path))? else {
             return Ok(None);
         };
+        if let Some(meta) = self.opened.get(path, ring, &raw) {
+            return Ok(Some((raw, Meta::clone(&meta))));
+        }
         let meta = self.open_meta(ring, path, &raw)?;
         Ok(Some((raw, meta)))
     }

@@ -47,8 +47,9 @@
 //! closed: that write and every later one are refused ([`StoreError::NoSpace`] when the disk is
 //! full) until the process restarts and recovery reads what is there.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write as _};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -59,6 +60,12 @@ use crate::store::backend::Write;
 /// 8,000 writes/s of 1 KiB secrets, about one checkpoint a second; replaying a whole segment at
 /// start-up takes well under a second.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
+
+/// Condition variables writers wait on, by group number (module docs of [`Wal`]'s fields).
+const SLOTS: usize = 4;
+
+/// A segment's file is zero-filled this far ahead of its records (see [`Segment`]).
+const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// Bytes before a record's body: length, CRC and sequence number.
 const HEADER_BYTES: usize = 16;
@@ -85,7 +92,8 @@ pub struct Recovered {
     pub records: Vec<Record>,
     /// The segment files read, oldest first.
     pub segments: Vec<PathBuf>,
-    /// Bytes after the last intact record of the last segment (a torn, unacknowledged tail).
+    /// Bytes after the last intact record of the last segment that are not zeros (a torn,
+    /// unacknowledged tail; zeros are space allocated ahead).
     pub torn_bytes: u64,
 }
 
@@ -96,7 +104,11 @@ pub struct Wal {
     /// A segment is rotated once it holds this many bytes ([`SEGMENT_BYTES`]).
     segment_bytes: u64,
     state: Mutex<State>,
-    synced: Condvar,
+    /// Writers whose record is in group `n` wait on `done[n % SLOTS]`: a group that is applied
+    /// wakes its own writers, and a finished sync at most one other, to lead the next sync.
+    done: [Condvar; SLOTS],
+    /// Signalled when a group is applied: the next group's leader waits for its turn.
+    turn: Condvar,
     /// Held while a checkpoint runs, so two never overlap.
     checkpointing: Mutex<()>,
 }
@@ -109,17 +121,21 @@ struct State {
     batches: Vec<Record>,
     /// The sequence number of the last record appended.
     appended: u64,
-    /// Every record up to this one is written and synced.
+    /// Every record up to this one is written, synced and applied.
     durable: u64,
     /// A writer is writing and syncing right now (it holds `segment`).
     syncing: bool,
+    /// Groups started so far: the newest is number `started`.
+    started: u64,
+    /// Groups taken by a sync and not yet applied, oldest first: (number, last record).
+    in_flight: VecDeque<(u64, u64)>,
     /// The segment being appended to; `None` while the syncing writer holds it.
     segment: Option<Segment>,
-    /// Rotated segments waiting for a checkpoint, oldest first.
+    /// Rotated segments whose records are all applied, waiting for a checkpoint.
     sealed: Vec<PathBuf>,
     /// Completed syncs.
     syncs: u64,
-    /// Set by the first failed write or sync; the log refuses every append from then on.
+    /// Set by the first failed write, sync or apply; the log refuses everything from then on.
     failed: Option<Failure>,
 }
 
@@ -127,7 +143,43 @@ struct State {
 struct Segment {
     file: File,
     path: PathBuf,
+    /// Bytes of records written.
     len: u64,
+    /// Bytes zero-filled and synced ahead of them (the file's length).
+    allocated: u64,
+}
+
+impl Segment {
+    /// Writes `records` after the ones already there and syncs, first extending the zero-filled
+    /// space if they would not fit. Overwriting allocated space leaves the file's size and
+    /// blocks unchanged, so the sync flushes only data: measured here, 147 µs and 57 µs of CPU
+    /// per sync against 224–267 µs and 88–126 µs when every write grows the file.
+    fn write_and_sync(&mut self, records: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = self.len + records.len() as u64;
+        if end > self.allocated {
+            let target = end.div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
+            zero_fill(&self.file, self.allocated, target)?;
+            self.allocated = target;
+        }
+        self.file.write_all_at(records, self.len)?;
+        self.file.sync_data()?;
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Why the log stopped, kept for every later write.
@@ -272,7 +324,8 @@ pub fn read_log(dir: &Path) -> Result<Recovered, StoreError> {
             recovered.records.push(record);
             at += len;
         }
-        let rest = (bytes.len() - at) as u64;
+        // Zeros are space allocated ahead of the records, not a torn record.
+        let rest = if bytes[at..].iter().all(|b| *b == 0) { 0 } else { (bytes.len() - at) as u64 };
         if rest > 0 && i != last {
             return Err(StoreError::Corrupt(CryptoError::Malformed(
                 "a write-ahead log segment other than the last one holds a damaged record",
@@ -292,8 +345,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 fn create_segment(dir: &Path, first_seq: u64) -> Result<Segment, Failure> {
     let path = dir.join(segment_name(first_seq));
     let file = open_new(&path).map_err(|e| Failure::io("cannot create", &path, &e))?;
+    zero_fill(&file, 0, PREALLOCATE_BYTES)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::io("cannot preallocate", &path, &e))?;
     sync_dir(dir).map_err(|e| Failure::io("cannot sync the directory", dir, &e))?;
-    Ok(Segment { file, path, len: 0 })
+    Ok(Segment { file, path, len: 0, allocated: PREALLOCATE_BYTES })
 }
 
 fn open_new(path: &Path) -> io::Result<File> {
@@ -345,12 +401,15 @@ impl Wal {
                 appended: next_seq - 1,
                 durable: next_seq - 1,
                 syncing: false,
+                started: 0,
+                in_flight: VecDeque::new(),
                 segment: Some(segment),
                 sealed: Vec::new(),
                 syncs: 0,
                 failed: None,
             }),
-            synced: Condvar::new(),
+            done: std::array::from_fn(|_| Condvar::new()),
+            turn: Condvar::new(),
             checkpointing: Mutex::new(()),
         })
     }
@@ -391,14 +450,15 @@ impl Wal {
 
     /// Returns once the record `seq` is written, synced and applied.
     ///
-    /// The writer that finds no sync running writes and syncs every record queued so far, then
-    /// calls `apply` with them, in sequence order (one writer at a time, so applies happen in
-    /// log order). `checkpoint` makes what was applied durable in sled; the writer whose sync
-    /// filled a segment calls it after waking the others.
+    /// The writer that finds no sync running takes every record queued so far (a *group*),
+    /// writes and syncs it, then lets the next group's sync start while it waits for the groups
+    /// before its own to be applied, and calls `apply` with its group (groups apply one at a
+    /// time, in log order). `checkpoint` makes what was applied durable in sled; the writer
+    /// whose sync filled a segment calls it after applying and waking the others.
     pub fn wait_durable(
         &self,
         seq: u64,
-        apply: impl Fn(&[Record]) -> Result<(), StoreError>,
+        apply: impl FnOnce(&[Record]) -> Result<(), StoreError>,
         checkpoint: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
@@ -409,29 +469,43 @@ impl Wal {
             if state.durable >= seq {
                 return Ok(());
             }
-            if state.syncing {
-                state = self.synced.wait(state).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            // Lead: write, sync and apply everything queued so far.
-            let Some(segment) = state.segment.take() else {
-                // Only a leader that panicked leaves no segment behind, and it failed the log.
-                return Err(StoreError::Backend("the write-ahead log has no open segment".into()));
+            let group = state.in_flight.iter().find(|(_, last)| *last >= seq).map(|(n, _)| *n);
+            let slot = match group {
+                Some(group) => group,
+                None if state.syncing => state.started + 1,
+                None => break,
             };
-            state.syncing = true;
-            let target = state.appended;
-            let buffer = std::mem::take(&mut state.pending);
-            let batches = std::mem::take(&mut state.batches);
-            drop(state);
-            let mut leader = Leader { wal: self, segment: Some(segment), outcome: None };
-            let rotated = leader.write_sync_apply(&buffer, target, || apply(&batches));
-            drop(leader);
-            if rotated {
-                self.checkpoint(checkpoint)?;
-                return self.check_healthy();
-            }
-            state = self.lock();
+            state = self.done[slot as usize % SLOTS].wait(state).unwrap_or_else(|p| p.into_inner());
         }
+        // Lead: the record is still queued and no sync runs.
+        let Some(segment) = state.segment.take() else {
+            // Only a leader that panicked leaves no segment behind, and it failed the log.
+            return Err(StoreError::Backend("the write-ahead log has no open segment".into()));
+        };
+        state.syncing = true;
+        state.started += 1;
+        let group = state.started;
+        let last = state.appended;
+        state.in_flight.push_back((group, last));
+        let buffer = std::mem::take(&mut state.pending);
+        let batches = std::mem::take(&mut state.batches);
+        drop(state);
+
+        let mut leader = Leader { wal: self, group, syncing: true, sealed: None, finished: false };
+        let segment = leader.write_and_sync(segment, &buffer, last)?;
+        let first = batches.first().map_or(last, |r| r.seq);
+        leader.wait_turn(segment, first)?;
+        apply(&batches).map_err(|e| {
+            leader.fail(Failure {
+                out_of_space: matches!(e, StoreError::NoSpace(_)),
+                message: format!("logged writes could not be applied to sled: {e}"),
+            })
+        })?;
+        let rotated = leader.applied(last);
+        if rotated {
+            self.checkpoint(checkpoint)?;
+        }
+        Ok(())
     }
 
     /// Makes sled durable (`flush`), then deletes every segment sealed before it started.
@@ -465,71 +539,119 @@ impl Wal {
     }
 }
 
-/// The writer that syncs for everyone. Dropping it publishes the outcome and wakes the others,
-/// even if it panicked (then the log fails closed instead of leaving writers asleep).
+/// The writer leading a group. Dropping it before the group is applied (an error, a panic)
+/// fails the log and wakes everyone, instead of leaving writers asleep.
 struct Leader<'a> {
     wal: &'a Wal,
-    segment: Option<Segment>,
-    /// What the sync did: records up to `.0` are durable, `.1` the segment rotated out, if any.
-    outcome: Option<Result<(u64, Option<PathBuf>), Failure>>,
+    group: u64,
+    /// Still in the sync stage (it holds the segment).
+    syncing: bool,
+    /// The segment its sync filled and rotated out, if any.
+    sealed: Option<PathBuf>,
+    /// Its group is applied: nothing left to clean up.
+    finished: bool,
 }
 
 impl Leader<'_> {
-    /// Writes `buffer` (records up to `target`), syncs, `apply`s; rotates the segment when it
-    /// is full. True when it rotated (the caller then runs a checkpoint).
-    fn write_sync_apply(
+    /// Writes `buffer` (records up to `last`) and syncs; rotates the segment when it is full.
+    /// Gives the segment back: the next group's sync may start.
+    fn write_and_sync(
         &mut self,
+        mut segment: Segment,
         buffer: &[u8],
-        target: u64,
-        apply: impl FnOnce() -> Result<(), StoreError>,
-    ) -> bool {
-        let dir = &self.wal.dir;
-        let segment = self.segment.as_mut().expect("the leader holds the segment");
-        let written = segment.file.write_all(buffer).and_then(|()| segment.file.sync_data());
-        self.outcome = Some(match written {
-            Err(e) => Err(Failure::io("cannot write the log", &segment.path, &e)),
-            Ok(()) => {
-                segment.len += buffer.len() as u64;
-                match apply() {
-                    Err(e) => Err(Failure {
-                        out_of_space: matches!(e, StoreError::NoSpace(_)),
-                        message: format!("logged writes could not be applied to sled: {e}"),
-                    }),
-                    Ok(()) if segment.len < self.wal.segment_bytes => Ok((target, None)),
-                    Ok(()) => create_segment(dir, target + 1).map(|fresh| {
-                        let old = self.segment.replace(fresh).map(|old| old.path);
-                        (target, old)
-                    }),
+        last: u64,
+    ) -> Result<Segment, StoreError> {
+        if let Err(e) = segment.write_and_sync(buffer) {
+            let failure = Failure::io("cannot write the log", &segment.path, &e);
+            self.wal.lock().segment = Some(segment);
+            return Err(self.fail(failure));
+        }
+        if segment.len >= self.wal.segment_bytes {
+            match create_segment(&self.wal.dir, last + 1) {
+                Ok(fresh) => self.sealed = Some(std::mem::replace(&mut segment, fresh).path),
+                Err(failure) => {
+                    self.wal.lock().segment = Some(segment);
+                    return Err(self.fail(failure));
                 }
             }
-        });
-        matches!(self.outcome, Some(Ok((_, Some(_)))))
+        }
+        Ok(segment)
+    }
+
+    /// Ends the sync stage (the next group may sync), then waits until every group before
+    /// this one is applied (its first record is `first`).
+    fn wait_turn(&mut self, segment: Segment, first: u64) -> Result<(), StoreError> {
+        let mut state = self.wal.lock();
+        state.segment = Some(segment);
+        state.syncing = false;
+        state.syncs += 1;
+        self.syncing = false;
+        if state.appended > state.in_flight.back().map_or(state.durable, |(_, last)| *last) {
+            // Records queued meanwhile: wake one of their writers to sync them.
+            self.wal.done[(self.group + 1) as usize % SLOTS].notify_one();
+        }
+        while state.durable + 1 < first {
+            if let Some(failure) = &state.failed {
+                return Err(failure.to_error());
+            }
+            state = self.wal.turn.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        match &state.failed {
+            Some(failure) => Err(failure.to_error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the group (records up to `last`) applied and wakes its writers and the next
+    /// group's leader. True when its sync rotated a segment (the caller checkpoints).
+    fn applied(mut self, last: u64) -> bool {
+        let mut state = self.wal.lock();
+        state.durable = last;
+        state.in_flight.retain(|(group, _)| *group != self.group);
+        let sealed = self.sealed.take();
+        let rotated = sealed.is_some();
+        state.sealed.extend(sealed);
+        drop(state);
+        self.wal.done[self.group as usize % SLOTS].notify_all();
+        self.wal.turn.notify_all();
+        self.finished = true;
+        rotated
+    }
+
+    /// Fails the log with `failure` (the first failure is kept) and wakes everyone.
+    fn fail(&mut self, failure: Failure) -> StoreError {
+        let mut state = self.wal.lock();
+        let error = state.failed.get_or_insert(failure).to_error();
+        if self.syncing {
+            state.syncing = false;
+            self.syncing = false;
+        }
+        drop(state);
+        self.wal.wake_all();
+        error
     }
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        let mut state = self.wal.lock();
-        state.syncing = false;
-        state.segment = self.segment.take();
-        match self.outcome.take() {
-            Some(Ok((target, sealed))) => {
-                state.syncs += 1;
-                state.durable = state.durable.max(target);
-                state.sealed.extend(sealed);
-            }
-            Some(Err(failure)) => {
-                state.failed.get_or_insert(failure);
-            }
-            None => {
-                state.failed.get_or_insert_with(|| Failure {
-                    message: "the writer syncing the log panicked".to_owned(),
-                    out_of_space: false,
-                });
-            }
+        if self.finished {
+            return;
         }
-        drop(state);
-        self.wal.synced.notify_all();
+        // The group was not applied: an error (the log already failed) or a panic.
+        self.fail(Failure {
+            message: "the writer leading a group of log records stopped before applying it"
+                .to_owned(),
+            out_of_space: false,
+        });
+    }
+}
+
+impl Wal {
+    fn wake_all(&self) {
+        for done in &self.done {
+            done.notify_all();
+        }
+        self.turn.notify_all();
     }
 }
 
@@ -586,6 +708,13 @@ mod tests {
         assert_eq!(log.records.len(), 1);
         assert_eq!(log.torn_bytes, torn.len() as u64);
 
+        // Zeros after the records (space allocated ahead) are a clean end, in any segment.
+        fs::write(dir.path().join(segment_name(1)), [&one[..], &[0; 4096]].concat()).unwrap();
+        fs::write(dir.path().join(segment_name(2)), [&two[..], &[0; 100]].concat()).unwrap();
+        let log = read_log(dir.path()).unwrap();
+        assert_eq!((log.records.len(), log.torn_bytes), (2, 0));
+
+        fs::write(dir.path().join(segment_name(1)), [&one[..], torn].concat()).unwrap();
         fs::write(dir.path().join(segment_name(3)), &two).unwrap();
         let err = read_log(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
@@ -596,6 +725,62 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = read_log(&dir.path().join("absent")).unwrap();
         assert!(log.records.is_empty() && log.segments.is_empty());
+    }
+
+    #[test]
+    fn concurrent_writers_are_applied_in_log_order_before_they_return_and_share_syncs() {
+        use std::sync::Arc;
+        const THREADS: u64 = 8;
+        const EACH: u64 = 150;
+        let dir = tempfile::tempdir().unwrap();
+        // Small segments: rotations and checkpoints happen while groups are in flight.
+        let wal = Arc::new(Wal::start(dir.path(), 1, &[], 4 << 10).unwrap());
+        let order = Arc::new(Mutex::new(()));
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let checkpoints = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (wal, order, applied, checkpoints) =
+                    (wal.clone(), order.clone(), applied.clone(), checkpoints.clone());
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let seq = {
+                            let _order = order.lock().unwrap();
+                            let seq = wal.next_seq();
+                            wal.append(seq, vec![Write::Put(format!("t{t}/{i}"), vec![1; 40])]);
+                            seq
+                        };
+                        let apply = |records: &[Record]| {
+                            let mut applied = applied.lock().unwrap();
+                            for r in records {
+                                // Contiguous: every group follows the one applied before it.
+                                assert_eq!(r.seq, applied.len() as u64 + 1);
+                                applied.push(r.seq);
+                            }
+                            Ok(())
+                        };
+                        let checkpoint = || {
+                            checkpoints.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            Ok(())
+                        };
+                        wal.wait_durable(seq, apply, checkpoint).unwrap();
+                        assert!(applied.lock().unwrap().len() as u64 >= seq, "returned early");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let total = THREADS * EACH;
+        assert_eq!(applied.lock().unwrap().len() as u64, total);
+        assert!(wal.syncs() < total, "no sync was shared: {} for {total}", wal.syncs());
+        assert!(checkpoints.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        // Checkpoints removed the sealed segments; what is left reads back in order.
+        let log = read_log(dir.path()).unwrap();
+        assert!(log.segments.len() <= 3, "{} segments left", log.segments.len());
+        assert!(log.records.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        assert_eq!(log.records.last().map(|r| r.seq), Some(total));
     }
 
     #[test]
