@@ -230,21 +230,24 @@ impl SledBackend {
     /// fresh log (see the module docs).
     fn recover(db: sled::Db, path: &Path, segment_bytes: u64) -> Result<Self, StoreError> {
         let dir = path.join(WAL_DIR);
-        let log = wal::read_log(&dir)?;
         let held = applied_seq(&db)?;
         let mut applied = held;
         let mut replayed = 0;
-        for record in log.records.iter().filter(|r| r.seq > held) {
+        let log = wal::read_log_each(&dir, |record| {
+            if record.seq <= held {
+                return Ok(());
+            }
             if record.seq != applied + 1 {
                 return Err(StoreError::Corrupt(CryptoError::Malformed(
                     "the write-ahead log misses records between what sled holds and what it \
                      holds: both lost writes (a damaged disk or files changed by hand)",
                 )));
             }
-            apply_to_sled(&db, std::slice::from_ref(record))?;
+            apply_to_sled(&db, std::slice::from_ref(&record))?;
             applied = record.seq;
             replayed += 1;
-        }
+            Ok(())
+        })?;
         if replayed > 0 || log.torn_bytes > 0 {
             db.flush().map_err(sled_error)?;
         }

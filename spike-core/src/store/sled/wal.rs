@@ -64,6 +64,9 @@ pub const SEGMENT_BYTES: u64 = 16 << 20;
 /// Condition variables writers wait on, by group number (module docs of [`Wal`]'s fields).
 const SLOTS: usize = 4;
 
+/// A group's buffer larger than this is freed rather than kept for the next group.
+const MAX_SPARE_BYTES: usize = 4 << 20;
+
 /// A segment's file is zero-filled this far ahead of its records (see [`Segment`]).
 const PREALLOCATE_BYTES: u64 = 1 << 20;
 
@@ -117,6 +120,8 @@ pub struct Wal {
 struct State {
     /// Encoded records not yet handed to a sync, in sequence order.
     pending: Vec<u8>,
+    /// An emptied buffer of an earlier group, to queue the next group into.
+    spare: Vec<u8>,
     /// The same records' writes, for the syncing writer to apply once they are durable.
     batches: Vec<Record>,
     /// The sequence number of the last record appended.
@@ -294,10 +299,26 @@ fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.log")
 }
 
-/// Reads every segment in `dir` (a missing directory is an empty log).
+/// Reads every segment in `dir` (a missing directory is an empty log), keeping the records.
 ///
 /// Only the last segment may end in a torn record; one anywhere else is corruption.
 pub fn read_log(dir: &Path) -> Result<Recovered, StoreError> {
+    let mut records = Vec::new();
+    let mut recovered = read_log_each(dir, |record| {
+        records.push(record);
+        Ok(())
+    })?;
+    recovered.records = records;
+    Ok(recovered)
+}
+
+/// Like [`read_log`], handing each record to `each` as it is read instead of keeping it (one
+/// segment in memory at a time: recovery does not hold a whole log's records at once).
+/// `Recovered::records` is left empty. An error from `each` stops the reading.
+pub fn read_log_each(
+    dir: &Path,
+    mut each: impl FnMut(Record) -> Result<(), StoreError>,
+) -> Result<Recovered, StoreError> {
     let unreadable = |e: io::Error| {
         StoreError::Backend(format!("cannot read the write-ahead log in {}: {e}", dir.display()))
     };
@@ -321,7 +342,7 @@ pub fn read_log(dir: &Path) -> Result<Recovered, StoreError> {
         let mut at = 0;
         while at < bytes.len() {
             let Some((record, len)) = decode(&bytes[at..]) else { break };
-            recovered.records.push(record);
+            each(record)?;
             at += len;
         }
         // Zeros are space allocated ahead of the records, not a torn record.
@@ -397,6 +418,7 @@ impl Wal {
             segment_bytes,
             state: Mutex::new(State {
                 pending: Vec::new(),
+                spare: Vec::new(),
                 batches: Vec::new(),
                 appended: next_seq - 1,
                 durable: next_seq - 1,
@@ -487,14 +509,15 @@ impl Wal {
         let group = state.started;
         let last = state.appended;
         state.in_flight.push_back((group, last));
-        let buffer = std::mem::take(&mut state.pending);
+        let spare = std::mem::take(&mut state.spare);
+        let buffer = std::mem::replace(&mut state.pending, spare);
         let batches = std::mem::take(&mut state.batches);
         drop(state);
 
         let mut leader = Leader { wal: self, group, syncing: true, sealed: None, finished: false };
         let segment = leader.write_and_sync(segment, &buffer, last)?;
         let first = batches.first().map_or(last, |r| r.seq);
-        leader.wait_turn(segment, first)?;
+        leader.wait_turn(segment, buffer, first)?;
         apply(&batches).map_err(|e| {
             leader.fail(Failure {
                 out_of_space: matches!(e, StoreError::NoSpace(_)),
@@ -580,9 +603,19 @@ impl Leader<'_> {
 
     /// Ends the sync stage (the next group may sync), then waits until every group before
     /// this one is applied (its first record is `first`).
-    fn wait_turn(&mut self, segment: Segment, first: u64) -> Result<(), StoreError> {
+    fn wait_turn(
+        &mut self,
+        segment: Segment,
+        mut buffer: Vec<u8>,
+        first: u64,
+    ) -> Result<(), StoreError> {
         let mut state = self.wal.lock();
         state.segment = Some(segment);
+        // The next group queues into this buffer's allocation (no growth from empty each time).
+        buffer.clear();
+        if buffer.capacity() <= MAX_SPARE_BYTES {
+            state.spare = buffer;
+        }
         state.syncing = false;
         state.syncs += 1;
         self.syncing = false;
